@@ -1,0 +1,46 @@
+# The two commands a newcomer needs (see README.md): `make book` and `make test`.
+# Each creates .venv when it is missing and installs the project into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# The datasets beside the checkout (read-only is fine); RESMOOTH_DATA overrides it.
+export RESMOOTH_DATA ?= $(abspath ../shared/data)
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: install test unit nbval book notebooks benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,book]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+# Unit, property and end-to-end tests, then nbval over every chapter of the book.
+test: unit nbval
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+nbval: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with book/sanitize.cfg book
+
+# Executes every chapter (a failing cell fails the build) and builds the HTML into _build/html.
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --all
+	@echo "The book is at $(abspath _build/html/index.html)"
+
+# Re-executes the chapters in place, so that the outputs nbval compares against are current.
+notebooks: $(STAMP)
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace book/*.ipynb
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/loss_overhead.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,27 @@
+"""resmooth: adaptive regularization via residual smoothing (Cho, Kwon, Hong, 2019).
+
+The public names of the contract (MATH.md), re-exported from the module named after each idea.
+"""
+
+from .annealing import annealing_scale
+from .diffusion import heat_diffuse, laplacian, smooth_residual, smoothing_matrix
+from .diffusivity import diffusivity, scaled_sigmoid
+from .loss import ResidualSmoothingLoss, SquaredErrorLoss, squared_error_loss
+from .residual import normalize_residual, residual
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ResidualSmoothingLoss",
+    "SquaredErrorLoss",
+    "annealing_scale",
+    "diffusivity",
+    "heat_diffuse",
+    "laplacian",
+    "normalize_residual",
+    "residual",
+    "scaled_sigmoid",
+    "smooth_residual",
+    "smoothing_matrix",
+    "squared_error_loss",
+]

@@ -1,0 +1,53 @@
+"""Argument checks shared by the public functions: each error names the argument and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+
+def check_choice(name: str, value: object, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_real(name: str, value: object, *, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite real number, optionally bounded below (``> minimum`` when ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    if minimum is not None:
+        if strict and value <= minimum:
+            raise ValueError(f"{name} must be > {minimum:g}; got {value:g}")
+        if not strict and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum:g}; got {value:g}")
+    return value
+
+
+def check_progress(name: str, t: float | Tensor) -> float | Tensor:
+    """Training progress: a number or a tensor with every value in [0, 1]."""
+    if isinstance(t, Tensor):
+        if not t.is_floating_point():
+            t = t.to(torch.get_default_dtype())
+        if t.numel() and not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError(f"{name} must lie in [0, 1] (a fraction of training); got values outside it")
+        return t
+    t = check_real(name, t)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1] (a fraction of training); got {t:g}")
+    return t
+
+
+def check_floating(name: str, x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    return x

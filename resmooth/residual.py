@@ -1,0 +1,89 @@
+"""The residual and its per-sample normalization (Eq. 9, 18, 20).
+
+``d_i = |phi(z_i) - y_i|`` element-wise, with ``phi`` the output activation and ``y_i`` the
+target (one-hot for class indices). Normalization is per sample, over all its elements.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_choice, check_floating
+
+ACTIVATIONS = ("softmax", "sigmoid", "identity")
+NORMALIZE_EPS = 1e-8
+
+
+def activate(z: Tensor, activation: str) -> Tensor:
+    """``phi(z)``: softmax over dim 1 (the class dim), sigmoid, or the identity."""
+    check_choice("activation", activation, ACTIVATIONS)
+    if activation == "softmax":
+        return torch.softmax(z, dim=1)
+    if activation == "sigmoid":
+        return torch.sigmoid(z)
+    return z
+
+
+def dense_target(target: Tensor, input: Tensor) -> Tensor:
+    """The target as a tensor shaped like ``input``.
+
+    Class indices, shaped like ``input`` without dim 1 ((N,) for (N, M) input, (N, *spatial)
+    for (N, C, *spatial) input), become one-hot along dim 1. A floating target must already
+    have the input's shape.
+    """
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                f"target must have the input's shape {tuple(input.shape)} when it is dense; "
+                f"got {tuple(target.shape)}"
+            )
+        return target.to(input.dtype)
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold class indices (an integer dtype) or floats; got {target.dtype}")
+    expected = input.shape[:1] + input.shape[2:]
+    if target.shape != expected:
+        raise ValueError(
+            f"target of class indices must have shape {tuple(expected)} for input of shape "
+            f"{tuple(input.shape)}; got {tuple(target.shape)}"
+        )
+    num_classes = input.shape[1]
+    if target.numel() and bool(((target < 0) | (target >= num_classes)).any()):
+        raise ValueError(
+            f"target holds class indices outside [0, {num_classes - 1}] "
+            f"(input has {num_classes} classes along dim 1)"
+        )
+    one_hot = F.one_hot(target.long(), num_classes).to(input.dtype)
+    return one_hot.movedim(-1, 1) if input.ndim > 2 else one_hot
+
+
+def residual(input: Tensor, target: Tensor, activation: str = "softmax") -> Tensor:
+    """Eq. 9: ``d = |phi(input) - target|``, shaped like ``input``.
+
+    Args:
+        input: raw network outputs (logits), (N, M) or (N, C, *spatial), floating point.
+        target: class indices or a dense tensor shaped like ``input`` (see :func:`dense_target`).
+        activation: ``"softmax"`` (over dim 1), ``"sigmoid"`` or ``"identity"``.
+    """
+    check_floating("input", input)
+    if input.ndim < 2:
+        raise ValueError(f"input must be (N, M) or (N, C, *spatial); got shape {tuple(input.shape)}")
+    y = dense_target(target, input)
+    return (activate(input, activation) - y).abs()
+
+
+def normalize_residual(d: Tensor) -> Tensor:
+    """Eq. 18: ``(d_i - mean(d_i)) / (std(d_i) + eps)`` per sample.
+
+    Mean and population standard deviation (correction 0) run over all non-batch elements of
+    each sample; ``eps = 1e-8``. A constant residual maps to (numerically) zero, never NaN.
+    """
+    check_floating("d", d)
+    if d.ndim < 2:
+        raise ValueError(f"d must have a batch dim and at least one more; got shape {tuple(d.shape)}")
+    dims = tuple(range(1, d.ndim))
+    std, mean = torch.std_mean(d, dim=dims, correction=0, keepdim=True)
+    return (d - mean) / (std + NORMALIZE_EPS)

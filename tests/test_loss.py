@@ -1,0 +1,259 @@
+"""The loss against a literal Algorithm 1, its gradients, and its behaviour on bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import requires_cuda
+from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, heat_diffuse, squared_error_loss
+
+
+def algorithm_1(z, labels, t, scheme, distribution, mu, b, alpha, s=1.0):
+    """Algorithm 1 of the paper, one sample at a time, with the dense matrix of Eq. 22."""
+    n, m = z.shape
+    loss = z.new_zeros(())
+    for i in range(n):
+        y = torch.zeros(m, dtype=z.dtype)
+        y[labels[i]] = 1.0
+        d = (torch.softmax(z[i], 0) - y).abs()  # Eq. 9
+        dd = d.detach()
+        dn = (dd - dd.mean()) / (dd.std(correction=0) + 1e-8)  # Eq. 18
+        if distribution == "laplace":
+            s_t = math.exp(-abs(t - mu) / b)  # Eq. 14, peak 1
+        else:
+            s_t = 1 / math.cosh((t - mu) / (2 * b)) ** 2  # Eq. 13, peak 1
+        if scheme == "global":
+            kappa = [s_t / (1 + math.exp(-0.0)) for _ in range(m)]  # Eq. 15, alpha = 0
+        elif scheme == "local":
+            kappa = [s / (1 + math.exp(-alpha * float(x))) for x in dn]  # Eq. 17
+        else:
+            kappa = [s_t / (1 + math.exp(-alpha * float(x))) for x in dn]  # Eq. 19
+        w = torch.empty(m, m, dtype=z.dtype)
+        for j in range(m):
+            for k in range(m):
+                w[j, k] = 1 - kappa[j] if j == k else kappa[j] / (m - 1)  # Eq. 22
+        r = w @ d
+        loss = loss + (r**2).sum()  # Eq. 7
+    return loss / n
+
+
+@pytest.mark.parametrize("scheme", ["global", "local", "full"])
+@pytest.mark.parametrize("distribution", ["laplace", "logistic"])
+def test_vectorized_loss_equals_algorithm_1(scheme, distribution):
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(6, 7, generator=g, dtype=torch.float64) * 3
+    labels = torch.randint(0, 7, (6,), generator=g)
+    t, mu, b, alpha = 0.6, 0.75, 0.3, 2.0
+    z1 = z.clone().requires_grad_()
+    z2 = z.clone().requires_grad_()
+    expected = algorithm_1(z1, labels, t, scheme, distribution, mu, b, alpha)
+    loss = ResidualSmoothingLoss(scheme, distribution, mu, b, alpha)(z2, labels, progress=t)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
+    expected.backward()
+    loss.backward()
+    torch.testing.assert_close(z2.grad, z1.grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 5, 4), (2, 2, 3, 3, 3)])
+@pytest.mark.parametrize("scheme", ["global", "local", "full"])
+def test_gradcheck(shape, scheme, monkeypatch):
+    # kappa is held constant in back-propagation (paper Sec. 5), so finite differences must see
+    # it constant too: freeze the diffusivity at its value for the point being checked.
+    import resmooth.loss
+
+    z = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(*shape, dtype=torch.float64)
+    loss = ResidualSmoothingLoss(scheme=scheme, activation="sigmoid", s=0.8)
+    loss(z, target, progress=0.5)
+    frozen = resmooth.loss.diffusivity(
+        (torch.sigmoid(z) - target).abs(), 0.5, scheme, "laplace", 0.75, 0.5, 1.0, 0.8
+    )
+    monkeypatch.setattr(resmooth.loss, "diffusivity", lambda *args: frozen)
+    assert torch.autograd.gradcheck(lambda x: loss(x, target, progress=0.5), (z,))
+
+
+def test_kappa_zero_is_the_squared_error_baseline():
+    z = torch.randn(8, 10, dtype=torch.float64)
+    y = torch.randint(0, 10, (8,))
+    baseline = F.mse_loss(torch.softmax(z, 1), F.one_hot(y, 10).double(), reduction="sum") / 8
+    torch.testing.assert_close(squared_error_loss(z, y), baseline)
+    torch.testing.assert_close(ResidualSmoothingLoss(scheme="local", s=0.0)(z, y), baseline)
+    dense = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    target = torch.rand(3, 2, 6, 6, dtype=torch.float64)
+    zero = ResidualSmoothingLoss(scheme="local", s=0.0, activation="identity")
+    torch.testing.assert_close(zero(dense, target), SquaredErrorLoss("identity")(dense, target))
+
+
+def test_grid_operator_diffuses_each_channel_over_space():
+    z = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    target = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    loss = ResidualSmoothingLoss(scheme="local", alpha=0.0, s=0.5, activation="identity", tau=2.0, reduction="none")
+    # alpha = 0: kappa = s / 2 everywhere, a constant-coefficient heat flow to time tau. The loss
+    # takes its step count from the bound kappa <= s (no read-back from the device): 4 steps.
+    r = heat_diffuse((z - target).abs(), 0.25, 2.0, ndim=2, steps=4)
+    torch.testing.assert_close(loss(z, target), r.square().sum((1, 2, 3)))
+
+
+def test_segmentation_targets_of_class_indices():
+    z = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    labels = torch.randint(0, 4, (2, 5, 5))
+    one_hot = F.one_hot(labels, 4).permute(0, 3, 1, 2).double()
+    loss = ResidualSmoothingLoss(scheme="full")
+    torch.testing.assert_close(loss(z, labels, 0.3), loss(z, one_hot, 0.3))
+
+
+def test_global_operator_on_a_dense_output_flattens_it():
+    z = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    target = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    dense = ResidualSmoothingLoss(operator="global", activation="sigmoid")(z, target, 0.5)
+    flat = ResidualSmoothingLoss(activation="sigmoid")(z.flatten(1), target.flatten(1), 0.5)
+    torch.testing.assert_close(dense, flat)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 12), seed=st.integers(0, 2**16), scheme=st.sampled_from(["global", "local", "full"]))
+def test_per_sample_losses_do_not_depend_on_the_batch(n, seed, scheme):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (n,), generator=g)
+    loss = ResidualSmoothingLoss(scheme=scheme, reduction="none")
+    whole = loss(z, y, 0.3)
+    perm = torch.randperm(n, generator=g)
+    torch.testing.assert_close(loss(z[perm], y[perm], 0.3), whole[perm], rtol=1e-14, atol=0)
+    k = n // 2
+    parts = torch.cat([loss(z[:k], y[:k], 0.3), loss(z[k:], y[k:], 0.3)])
+    torch.testing.assert_close(parts, whole, rtol=1e-14, atol=0)
+    mean = ResidualSmoothingLoss(scheme=scheme)(z, y, 0.3)
+    torch.testing.assert_close(mean, whole.mean())
+
+
+def test_progress_set_once_or_per_call_and_mean_kappa_is_logged():
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    loss = ResidualSmoothingLoss()
+    assert loss.mean_kappa is None
+    loss.set_progress(0.75)
+    a = loss(z, y)
+    assert loss.last_scale == pytest.approx(1.0)
+    assert 0 < loss.mean_kappa < 1
+    torch.testing.assert_close(a, loss(z, y, progress=0.75))
+    assert not torch.equal(a, loss(z, y, progress=0.0))
+
+
+def test_half_precision_logits_give_a_float32_loss():
+    z, y = torch.randn(4, 10).bfloat16(), torch.randint(0, 10, (4,))
+    out = ResidualSmoothingLoss()(z, y, 0.5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ResidualSmoothingLoss()(z.float(), y, 0.5))
+
+
+def test_a_constant_residual_gives_a_finite_loss():
+    z = torch.zeros(3, 4, requires_grad=True)
+    target = torch.full((3, 4), 0.25)  # softmax of zeros: the residual is 0 everywhere
+    out = ResidualSmoothingLoss()(z, target, 0.5)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(z.grad).all()
+    dense = ResidualSmoothingLoss(activation="identity")(torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), 0.5)
+    assert torch.isfinite(dense)
+
+
+BAD_CONSTRUCTION = [
+    (dict(b=0.0), ValueError, "b must be > 0"),
+    (dict(b=-1.0), ValueError, "b must be > 0"),
+    (dict(alpha=-0.1), ValueError, "alpha must be >= 0"),
+    (dict(s=-1.0), ValueError, "s must be >= 0"),
+    (dict(tau=-1.0), ValueError, "tau must be >= 0"),
+    (dict(scheme="bogus"), ValueError, "scheme must be one of 'global', 'local', 'full'"),
+    (dict(distribution="gauss"), ValueError, "distribution must be one of 'laplace', 'logistic'"),
+    (dict(activation="relu"), ValueError, "activation must be one of"),
+    (dict(operator="fft"), ValueError, "operator must be one of 'auto', 'global', 'grid'"),
+    (dict(reduction="avg"), ValueError, "reduction must be one of 'mean', 'sum', 'none'"),
+    (dict(b="0.5"), TypeError, "b must be a real number"),
+    (dict(mu=float("nan")), ValueError, "mu must be finite"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,message", BAD_CONSTRUCTION)
+def test_bad_arguments_are_refused_at_construction(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ResidualSmoothingLoss(**kwargs)
+
+
+def test_bad_calls_name_the_argument():
+    loss = ResidualSmoothingLoss()
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    with pytest.raises(ValueError, match="progress is required by scheme='full'"):
+        loss(z, y)
+    for t in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
+            loss(z, y, t)
+        with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
+            loss.set_progress(t)
+    with pytest.raises(ValueError, match="M = 2"):
+        loss(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match=r"target of class indices must have shape \(4,\)"):
+        loss(z, y[:3], 0.5)
+    with pytest.raises(ValueError, match=r"target must have the input's shape \(4, 10\)"):
+        loss(z, torch.rand(4, 9), 0.5)
+    with pytest.raises(ValueError, match=r"class indices outside \[0, 9\]"):
+        loss(z, torch.tensor([0, 1, 2, 10]), 0.5)
+    with pytest.raises(ValueError, match=r"class indices outside \[0, 9\]"):
+        loss(z, torch.tensor([0, -1, 2, 3]), 0.5)
+    with pytest.raises(TypeError, match="input must be a floating-point tensor"):
+        loss(torch.ones(4, 10, dtype=torch.long), y, 0.5)
+    with pytest.raises(ValueError, match="operator='grid' needs input of shape"):
+        ResidualSmoothingLoss(operator="grid")(z, y, 0.5)
+    with pytest.raises(ValueError, match="4 spatial dims|1 to 3 spatial dims"):
+        loss(torch.randn(1, 2, 2, 2, 2, 2), torch.rand(1, 2, 2, 2, 2, 2), 0.5)
+    # The local scheme needs no progress.
+    assert torch.isfinite(ResidualSmoothingLoss(scheme="local")(z, y))
+
+
+def test_bad_arguments_to_the_functions():
+    from resmooth import annealing_scale, diffusivity, heat_diffuse, laplacian, smoothing_matrix
+
+    with pytest.raises(ValueError, match="b must be > 0"):
+        annealing_scale(0.5, b=0.0)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        annealing_scale(1.2)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        annealing_scale(torch.tensor([0.5, 1.2]))
+    with pytest.raises(ValueError, match="t \\(training progress in \\[0, 1\\]\\) is required"):
+        diffusivity(torch.rand(2, 3), scheme="global")
+    with pytest.raises(ValueError, match="M = 2"):
+        smoothing_matrix(torch.rand(3, 1))
+    with pytest.raises(ValueError, match="ndim must be 1, 2 or 3"):
+        laplacian(torch.rand(3, 3), 4)
+    with pytest.raises(ValueError, match="steps=1 is unstable"):
+        heat_diffuse(torch.rand(8, 8), 1.0, 1.0, 2, steps=1)
+    with pytest.raises(ValueError, match="kappa must be >= 0"):
+        heat_diffuse(torch.rand(8, 8), -torch.ones(8, 8), 1.0, 2)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        heat_diffuse(torch.rand(8, 8), 1.0, 1.0, 2, steps=0)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    z = torch.randn(64, 100, dtype=torch.float64)
+    y = torch.randint(0, 100, (64,))
+    img, target = torch.randn(4, 3, 16, 16, dtype=torch.float64), torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    for loss, a, b in [(ResidualSmoothingLoss(), z, y), (ResidualSmoothingLoss(activation="sigmoid"), img, target)]:
+        cpu = loss(a, b, 0.4)
+        gpu = loss(a.cuda(), b.cuda(), 0.4)
+        torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_bf16_autocast_backward():
+    model = torch.nn.Linear(32, 10).cuda()
+    x, y = torch.randn(16, 32, device="cuda"), torch.randint(0, 10, (16,), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = ResidualSmoothingLoss()(model(x), y, 0.5)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(model.weight.grad).all()
