@@ -1,0 +1,312 @@
+"""Loading, splitting and augmenting the datasets, on small files written here in the real formats."""
+
+import gzip
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+import torchvision
+
+from resmooth.data import (
+    DATASETS,
+    DatasetChecksumError,
+    DatasetNotFoundError,
+    augment_batch,
+    batches,
+    crop_flip,
+    load_data,
+    resolve_root,
+)
+
+TV = torchvision.datasets
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def fake_images(labels: np.ndarray, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Random images whose first two bytes encode the sample's index, to tell samples apart."""
+    images = np.random.default_rng(seed).integers(0, 256, (len(labels), *shape), dtype=np.uint8)
+    flat = images.reshape(len(labels), -1)
+    flat[:, 0], flat[:, 1] = np.arange(len(labels)) % 256, np.arange(len(labels)) // 256
+    return images
+
+
+def sample_ids(x: torch.Tensor, data) -> set[int]:
+    """The index encoded by fake_images, read back through the normalization."""
+    raw = (x[:, 0].flatten(1)[:, :2] * data.std[0] + data.mean[0]) * 255
+    raw = raw.round().long()
+    return set((raw[:, 0] + 256 * raw[:, 1]).tolist())
+
+
+def write_fmnist(root: Path, monkeypatch, *, per_class=(20, 5), gz=True) -> dict[str, np.ndarray]:
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    arrays = {}
+    for split, n, seed in (("train", per_class[0], 0), ("t10k", per_class[1], 1)):
+        labels = np.repeat(np.arange(10), n)
+        arrays[f"{split}-images-idx3-ubyte"] = fake_images(labels, (28, 28), seed)
+        arrays[f"{split}-labels-idx1-ubyte"] = labels
+    resources = []
+    for name in FMNIST_FILES:
+        data = idx_bytes(arrays[name])
+        path = raw / (name + ".gz" if gz else name)
+        path.write_bytes(gzip.compress(data) if gz else data)
+        resources.append((name + ".gz", md5(path) if gz else "0" * 32))
+    monkeypatch.setattr(TV.FashionMNIST, "resources", resources)
+    return arrays
+
+
+def write_cifar(root: Path, monkeypatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR pickles as the archives hold them: rows of 3072 bytes (R, G, B planes, row-major)."""
+    cls = TV.CIFAR10 if name == "cifar10" else TV.CIFAR100
+    classes = 10 if name == "cifar10" else 100
+    key = "labels" if name == "cifar10" else "fine_labels"
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    train_files = [f for f, _ in cls.train_list]
+    n = 2 * classes
+    rows = np.random.default_rng(2).integers(0, 256, (n * len(train_files), 3072), dtype=np.uint8)
+    all_labels = np.tile(np.arange(classes), 2 * len(train_files))
+
+    def dump(file: str, content: dict) -> list[str]:
+        with open(folder / file, "wb") as f:
+            pickle.dump(content, f)
+        return [file, md5(folder / file)]
+
+    train_list = [
+        dump(f, {"data": rows[i * n : (i + 1) * n], key: all_labels[i * n : (i + 1) * n].tolist()})
+        for i, f in enumerate(train_files)
+    ]
+    test_rows = np.random.default_rng(3).integers(0, 256, (classes, 3072), dtype=np.uint8)
+    test_list = [dump(cls.test_list[0][0], {"data": test_rows, key: np.arange(classes).tolist()})]
+    meta_file, meta_md5 = dump(cls.meta["filename"], {cls.meta["key"]: [f"c{i}" for i in range(classes)]})
+    monkeypatch.setattr(cls, "train_list", train_list)
+    monkeypatch.setattr(cls, "test_list", test_list)
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": meta_md5})
+    return rows, all_labels
+
+
+def write_svhn(root: Path, monkeypatch) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The .mat files: X is 32x32x3xN uint8, y is Nx1 with 10 standing for the digit 0."""
+    root.mkdir(parents=True, exist_ok=True)
+    split_list = {k: list(v) for k, v in TV.SVHN.split_list.items()}
+    written = {}
+    for i, (split, n) in enumerate((("train", 40), ("test", 20))):
+        digits = np.arange(n) % 10
+        images = np.random.default_rng(4 + i).integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        path = root / split_list[split][1]
+        scipy.io.savemat(path, {"X": images, "y": np.where(digits == 0, 10, digits).reshape(n, 1).astype(np.uint8)})
+        split_list[split][2] = md5(path)
+        written[split] = images, digits
+    monkeypatch.setattr(TV.SVHN, "split_list", split_list)
+    return written
+
+
+def unnormalize(x: torch.Tensor, data) -> torch.Tensor:
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    return ((x * std + mean) * 255).round().to(torch.uint8)
+
+
+def test_resolve_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESMOOTH_DATA", str(tmp_path / "env"))
+    assert resolve_root(tmp_path / "given") == tmp_path / "given"
+    assert resolve_root(str(tmp_path)) == tmp_path
+    assert resolve_root(None) == tmp_path / "env"
+    monkeypatch.delenv("RESMOOTH_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_root(None) == tmp_path / ".cache" / "resmooth" / "data"
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "extracted"])
+def test_fashion_mnist_from_idx_files(tmp_path, monkeypatch, gz):
+    arrays = write_fmnist(tmp_path, monkeypatch, gz=gz)
+    data = load_data("fashion-mnist", tmp_path)
+    assert data.train_x.shape == (200, 1, 28, 28) and data.test_x.shape == (50, 1, 28, 28)
+    assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
+    assert (data.num_classes, data.in_channels, data.augment, data.val_x) == (10, 1, False, None)
+    assert set(data.train_y.tolist()) == set(range(10))
+    # Normalized by the training split's own statistics: zero mean, unit std per channel.
+    assert abs(data.train_x.mean().item()) < 1e-5 and abs(data.train_x.std().item() - 1) < 1e-2
+    assert torch.equal(unnormalize(data.test_x, data)[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]))
+    assert torch.equal(data.test_y, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
+
+
+def test_checksum_mismatch_names_the_file(tmp_path, monkeypatch):
+    write_fmnist(tmp_path, monkeypatch)
+    resources = list(TV.FashionMNIST.resources)
+    resources[2] = (resources[2][0], "0" * 32)
+    monkeypatch.setattr(TV.FashionMNIST, "resources", resources)
+    with pytest.raises(DatasetChecksumError, match="t10k-images-idx3-ubyte.gz"):
+        load_data("fashion-mnist", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("fashion-mnist", "FashionMNIST/raw/train-images-idx3-ubyte.gz"),
+        ("cifar10", "cifar-10-batches-py/data_batch_1"),
+        ("cifar100", "cifar-100-python/train"),
+        ("svhn", "train_32x32.mat"),
+    ],
+)
+def test_missing_data_is_one_clear_error(tmp_path, name, expected):
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_data(name, tmp_path / "empty")
+    message = str(caught.value)
+    assert isinstance(caught.value, FileNotFoundError)
+    for part in (repr(name), expected, str(tmp_path / "empty"), "download=True", "--data-root", "$RESMOOTH_DATA"):
+        assert part in message
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_from_pickled_batches(tmp_path, monkeypatch, name):
+    rows, labels = write_cifar(tmp_path, monkeypatch, name)
+    data = load_data(name, tmp_path)
+    classes = 10 if name == "cifar10" else 100
+    assert data.train_x.shape == (len(rows), 3, 32, 32) and data.test_x.shape == (classes, 3, 32, 32)
+    assert (data.num_classes, data.in_channels, data.augment) == (classes, 3, True)
+    assert data.train_y.dtype == torch.int64 and int(data.train_y.max()) == classes - 1
+    # Each row is the R, G, B planes in turn: NCHW is a plain reshape of the rows.
+    assert torch.equal(unnormalize(data.train_x, data), torch.from_numpy(rows).view(-1, 3, 32, 32))
+    assert torch.equal(data.train_y, torch.from_numpy(labels).long())
+    assert data.train_x.mean(dim=(0, 2, 3)).abs().max() < 1e-5
+
+
+def test_svhn_from_mat_files(tmp_path, monkeypatch):
+    written = write_svhn(tmp_path, monkeypatch)
+    data = load_data("svhn", tmp_path)
+    images, digits = written["train"]
+    assert data.train_x.shape == (40, 3, 32, 32) and data.test_x.shape == (20, 3, 32, 32)
+    assert torch.equal(data.train_y, torch.from_numpy(digits).long())  # 10 read back as 0
+    assert torch.equal(unnormalize(data.train_x, data), torch.from_numpy(images).permute(3, 2, 0, 1))
+    assert (data.num_classes, data.in_channels, data.augment) == (10, 3, False)
+
+
+def test_digits_split_is_fixed_and_stratified():
+    data = load_data("digits", seed=5)
+    assert data.train_x.shape[1:] == (1, 8, 8) and len(data.train_x) + len(data.test_x) == 1797
+    assert 0.19 < len(data.test_x) / 1797 < 0.21
+    assert torch.equal(data.test_x, load_data("digits", seed=6).test_x)  # the run's seed leaves it alone
+    counts = torch.bincount(data.test_y, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # about 180 per class, a fifth of each
+
+
+@pytest.mark.parametrize("subset", [1 / 2, 1 / 4, 1 / 8])
+def test_subset_is_stratified_and_seeded(tmp_path, monkeypatch, subset):
+    write_fmnist(tmp_path, monkeypatch, per_class=(24, 2))
+    data = load_data("fashion-mnist", tmp_path, subset=subset, seed=1)
+    assert torch.equal(torch.bincount(data.train_y, minlength=10), torch.full((10,), round(24 * subset)))
+    again = load_data("fashion-mnist", tmp_path, subset=subset, seed=1)
+    other = load_data("fashion-mnist", tmp_path, subset=subset, seed=2)
+    assert torch.equal(data.train_x, again.train_x)
+    assert sample_ids(data.train_x, data) != sample_ids(other.train_x, other)
+    assert len(data.test_x) == 20  # the test split is always whole
+
+
+def test_validation_split_is_disjoint_and_stratified(tmp_path, monkeypatch):
+    write_fmnist(tmp_path, monkeypatch, per_class=(20, 2))
+    data = load_data("fashion-mnist", tmp_path, subset=0.5, val_fraction=0.2, seed=3)
+    assert torch.equal(torch.bincount(data.val_y, minlength=10), torch.full((10,), 2))
+    assert torch.equal(torch.bincount(data.train_y, minlength=10), torch.full((10,), 8))
+    train, val = sample_ids(data.train_x, data), sample_ids(data.val_x, data)
+    assert not train & val
+    # Held out of the same subset that val_fraction=0 trains on.
+    assert train | val == sample_ids(load_data("fashion-mnist", tmp_path, subset=0.5, seed=3).train_x, data)
+
+
+@pytest.mark.parametrize(
+    "kwargs,argument",
+    [
+        ({"name": "mnist"}, "name"),
+        ({"subset": 0.0}, "subset"),
+        ({"subset": 1.5}, "subset"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"val_fraction": -0.1}, "val_fraction"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, argument):
+    with pytest.raises(ValueError, match=argument) as caught:
+        load_data(**{"name": "digits", **kwargs})
+    if argument == "name":
+        assert all(name in str(caught.value) for name in DATASETS)
+
+
+def test_crop_flip_identity_flip_and_shift():
+    x = torch.randn(3, 2, 6, 5)
+    zero, no = torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.bool)
+    assert torch.equal(crop_flip(x, zero, zero, no), x)
+    assert torch.equal(crop_flip(x, zero, zero, ~no), x.flip(-1))
+    fill = torch.tensor([7.0, -7.0])
+    shifted = crop_flip(x, zero + 2, zero - 1, no, fill=fill)  # content moves up 2 and right 1
+    assert torch.equal(shifted[:, :, :4, 1:], x[:, :, 2:, :4])
+    assert torch.equal(shifted[:, 0, 4:], torch.full((3, 2, 5), 7.0))
+    assert torch.equal(shifted[:, 1, :, 0], torch.full((3, 6), -7.0))
+
+
+def test_augment_batch_is_seeded_and_changes_images():
+    x = torch.randn(64, 3, 32, 32)
+    out = augment_batch(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.equal(out, augment_batch(x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, augment_batch(x, torch.Generator().manual_seed(1)))
+    changed = (out != x).flatten(1).any(dim=1)
+    assert 50 < int(changed.sum()) < 64  # 1 in 162 draws is the identity
+    padded = (out == 0).flatten(1).any(dim=1)  # shifted images show the zero fill
+    assert int(padded.sum()) > 40
+    flipped_only = augment_batch(x, torch.Generator().manual_seed(0), padding=0)
+    same, mirrored = [(flipped_only == ref).flatten(1).all(dim=1) for ref in (x, x.flip(-1))]
+    assert bool((same | mirrored).all()) and bool(same.any()) and bool(mirrored.any())
+
+
+def test_pad_fill_is_the_normalized_black_pixel(tmp_path, monkeypatch):
+    write_cifar(tmp_path, monkeypatch, "cifar10")
+    data = load_data("cifar10", tmp_path)
+    black = (torch.zeros(3) - torch.tensor(data.mean)) / torch.tensor(data.std)
+    assert torch.allclose(data.pad_fill, black)
+    n = 8
+    shift, still = torch.full((n,), 4), torch.zeros(n, dtype=torch.long)
+    out = crop_flip(data.train_x[:n], shift, still, torch.zeros(n, dtype=torch.bool), fill=data.pad_fill)
+    # The 4 rows shifted in are black in the raw image, as torchvision's zero padding makes them.
+    assert torch.equal(unnormalize(out, data)[:, :, 28:], torch.zeros(n, 3, 4, 32, dtype=torch.uint8))
+
+
+def test_batches_cover_every_sample_once():
+    x, y = torch.arange(10).float().view(10, 1), torch.arange(10)
+    ordered = list(batches(x, y, 4, shuffle=False))
+    assert [len(b) for b, _ in ordered] == [4, 4, 2] and torch.equal(torch.cat([b for _, b in ordered]), y)
+    shuffled = torch.cat([b for _, b in batches(x, y, 4, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert sorted(shuffled.tolist()) == list(range(10)) and not torch.equal(shuffled, y)
+    again = torch.cat([b for _, b in batches(x, y, 4, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert torch.equal(shuffled, again)
+    assert [len(b) for b, _ in batches(x, y, 4, shuffle=False, drop_last=True)] == [4, 4]
+    with pytest.raises(ValueError, match="batch_size"):
+        next(batches(x, y, 0, shuffle=False))
+
+
+def real_fmnist_root() -> Path | None:
+    for root in (resolve_root(None), Path("/work/shared/data")):
+        if (root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").exists():
+            return root
+    return None
+
+
+@pytest.mark.skipif(real_fmnist_root() is None, reason="the real Fashion-MNIST is not in $RESMOOTH_DATA or /work/shared/data")
+def test_real_fashion_mnist():
+    data = load_data("fashion-mnist", real_fmnist_root())  # md5s are the published ones
+    assert len(data.train_x) == 60000 and len(data.test_x) == 10000
+    assert torch.equal(torch.bincount(data.train_y), torch.full((10,), 6000))
+    # The published constants of the training set.
+    assert abs(data.mean[0] - 0.2860) < 1e-3 and abs(data.std[0] - 0.3530) < 1e-3
