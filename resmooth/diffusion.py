@@ -40,11 +40,17 @@ def smoothing_matrix(kappa: Tensor) -> Tensor:
     return torch.where(eye, (1 - kappa).unsqueeze(-1), off)
 
 
+def graph_laplacian(v: Tensor) -> Tensor:
+    """``(M I - 1 1^T) v`` over the last dim: the Laplacian of the complete graph on M nodes."""
+    return torch.add(v.sum(dim=-1, keepdim=True).neg_(), v, alpha=v.shape[-1])
+
+
 def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
     """``W d`` over the last dim (Eq. 22) in O(M) time and memory.
 
     With ``S = sum_k d_k``: ``r = d - kappa * (M d - S) / (M - 1)``, which is one explicit
-    Euler step of the heat equation on the complete graph with step ``kappa / (M - 1)``.
+    Euler step of the heat equation on the complete graph (Laplacian ``M I - 1 1^T``, see
+    :func:`graph_laplacian`) with step ``kappa / (M - 1)``.
 
     Args:
         d: residuals (..., M), M >= 2.
@@ -52,8 +58,7 @@ def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
     """
     check_floating("d", d)
     m = _check_classes(d, "d")
-    total = d.sum(dim=-1, keepdim=True)
-    return d - kappa * (m * d - total) / (m - 1)
+    return d - kappa * graph_laplacian(d) / (m - 1)
 
 
 def laplacian(u: Tensor, ndim: int) -> Tensor:

@@ -21,7 +21,7 @@ import torch
 
 from ._checks import check_choice, check_floating, check_real
 from .annealing import DISTRIBUTIONS, annealing_scale
-from .residual import normalize_residual
+from .residual import scaled_normalized
 
 SCHEMES = ("global", "local", "full")
 
@@ -76,12 +76,22 @@ def diffusivity(
     alpha = check_real("alpha", alpha, minimum=0.0)
     s = check_real("s", s, minimum=0.0)
     b = check_real("b", b, minimum=0.0, strict=True)
-    if scheme != "local" and t is None:
-        raise ValueError(f"t (training progress in [0, 1]) is required by scheme={scheme!r}")
-    d = d.detach()
     if scheme == "local":
-        return scaled_sigmoid(normalize_residual(d), s, alpha)
-    scale = annealing_scale(t, mu=mu, b=b, distribution=distribution)
+        scale: float | Tensor = s
+    elif t is None:
+        raise ValueError(f"t (training progress in [0, 1]) is required by scheme={scheme!r}")
+    else:
+        scale = annealing_scale(t, mu=mu, b=b, distribution=distribution)
+    kappa = diffusivity_map(d.detach(), scale, scheme, alpha)
+    return kappa.expand_as(d) if isinstance(kappa, Tensor) else torch.full_like(d, kappa)
+
+
+def diffusivity_map(d: Tensor, scale: float | Tensor, scheme: str, alpha: float) -> float | Tensor:
+    """kappa for checked arguments and a known scale (``s(t)``, or ``s`` for the local scheme).
+
+    The global scheme's kappa is the same for every element, ``scale / 2``, and is returned as
+    such (a number) so that callers need not build a tensor of it.
+    """
     if scheme == "global":
-        return (scale * 0.5) * torch.ones_like(d)
-    return scale * torch.sigmoid(alpha * normalize_residual(d))
+        return scale * 0.5
+    return scaled_normalized(d, alpha).sigmoid_().mul_(scale)
