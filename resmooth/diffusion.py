@@ -10,6 +10,7 @@ graph Laplacian is ``M I - 1 1^T``: every class touches every other.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -103,7 +104,10 @@ def heat_diffuse(
         steps: the number of equal steps; ``None`` takes the fewest stable ones. A number of
             steps with ``(tau / steps) * max(kappa) > 1 / (2 ndim)`` is refused: it would blow up.
 
-    With constant kappa the result approximates a Gaussian blur of sigma = sqrt(2 kappa tau).
+    With constant kappa the result approximates a Gaussian blur of sigma = sqrt(2 kappa tau):
+    ``scipy.ndimage.gaussian_filter(u, sigma, mode="reflect")``, the half-sample reflection that
+    is the continuous form of the zero-flux boundary (``mode="nearest"`` agrees only farther
+    than about 4 sigma from the edges).
     At the stability limit one step is a pure neighbour average (the centre weight is 0);
     more steps approach the continuous solution.
     """
@@ -121,14 +125,14 @@ def heat_diffuse(
     fewest = stable_steps(tau, kappa_max, ndim)
     if steps is None:
         steps = fewest
-    elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    elif isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive integer or None; got {steps!r}")
     elif steps < fewest:
         raise ValueError(
             f"steps={steps} is unstable: dt * max(kappa) = {tau / steps * kappa_max:g} exceeds "
             f"1 / (2 ndim) = {1 / (2 * ndim):g}; use steps >= {fewest} or steps=None"
         )
-    return explicit_euler(u, kappa, tau / steps, steps, ndim)
+    return explicit_euler(u, kappa, tau / int(steps), int(steps), ndim)
 
 
 def explicit_euler(u: Tensor, kappa: Tensor | float, dt: float, steps: int, ndim: int) -> Tensor:

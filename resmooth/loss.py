@@ -83,7 +83,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
 
     - (N, M) class outputs: the global operator of Eq. 22, one heat step on the complete graph
       over the M classes (O(M) per sample).
-    - (N, C, *spatial) dense outputs, 1 to 3 spatial dims: explicit Euler steps of Eq. 8 with
+    - ``(N, C, *spatial)`` dense outputs, 1 to 3 spatial dims: explicit Euler steps of Eq. 8 with
       the finite-difference Laplacian over the spatial dims (Neumann boundary), to diffusion
       time ``tau``, in the fewest stable steps. Softmax runs over dim 1 (the channels).
 
@@ -104,7 +104,9 @@ class ResidualSmoothingLoss(_ResidualLoss):
 
     Attributes:
         progress: the training progress used when ``forward`` gets none.
-        mean_kappa: the mean diffusivity of the last call (a float, for logging).
+        last_kappa: the diffusivity of the last call, detached (a tensor, or a number for the
+            global scheme, whose kappa is the same everywhere).
+        mean_kappa: its mean, as a float (for logging).
         last_scale: the annealing scale ``s(t)`` of the last call (``s`` for the local scheme).
     """
 
@@ -132,7 +134,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
         self.tau = check_real("tau", tau, minimum=0.0)
         self.progress: float | None = None
         self.last_scale: float | None = None
-        self._last_kappa: Tensor | float | None = None
+        self.last_kappa: Tensor | float | None = None
 
     def set_progress(self, t: float) -> None:
         """Set the training progress in [0, 1] (iterations done / total iterations)."""
@@ -149,7 +151,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
     @property
     def mean_kappa(self) -> float | None:
         # Computed when read, not in every step: turning it into a float waits for the device.
-        kappa = self._last_kappa
+        kappa = self.last_kappa
         return float(kappa.mean()) if isinstance(kappa, Tensor) else kappa
 
     def scale(self, t: float | None) -> float:
@@ -179,7 +181,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
             d = diff.abs()
             kappa = diffusivity_map(d, scale, self.scheme, self.alpha)
         self.last_scale = scale
-        self._last_kappa = kappa
+        self.last_kappa = kappa
         if operator == "global":
             _check_classes(diff.flatten(1), "input")
             flat = kappa.flatten(1) if isinstance(kappa, Tensor) else kappa

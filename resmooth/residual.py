@@ -28,8 +28,8 @@ def activate(z: Tensor, activation: str) -> Tensor:
 def dense_target(target: Tensor, input: Tensor) -> Tensor:
     """The target as a tensor shaped like ``input``.
 
-    Class indices, shaped like ``input`` without dim 1 ((N,) for (N, M) input, (N, *spatial)
-    for (N, C, *spatial) input), become one-hot along dim 1. A floating target must already
+    Class indices, shaped like ``input`` without dim 1 ((N,) for (N, M) input, ``(N, *spatial)``
+    for ``(N, C, *spatial)`` input), become one-hot along dim 1. A floating target must already
     have the input's shape.
     """
     if not isinstance(target, Tensor):
@@ -72,7 +72,7 @@ def residual(input: Tensor, target: Tensor, activation: str = "softmax") -> Tens
     """Eq. 9: ``d = |phi(input) - target|``, shaped like ``input``.
 
     Args:
-        input: raw network outputs (logits), (N, M) or (N, C, *spatial), floating point.
+        input: raw network outputs (logits), (N, M) or ``(N, C, *spatial)``, floating point.
         target: class indices or a dense tensor shaped like ``input`` (see :func:`dense_target`).
         activation: ``"softmax"`` (over dim 1), ``"sigmoid"`` or ``"identity"``.
     """

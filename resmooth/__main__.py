@@ -1,0 +1,69 @@
+"""The command line: ``python -m resmooth train | sweep | report``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .train import Config, NonFiniteLossError, RunExistsError, train
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per Config field, typed and defaulted from the dataclass itself."""
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).split(" ")[0]  # "float | None" -> "float"
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help="(default: %(default)s)")
+        else:
+            convert = {"int": int, "float": float}.get(kind, str)
+            parser.add_argument(flag, dest=f.name, type=convert, default=f.default, metavar=f.name.upper(), help="(default: %(default)s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resmooth", description="Residual smoothing (Cho, Kwon, Hong, 2019): train, sweep, report.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="train one run")
+    _add_config_arguments(p_train)
+    p_train.add_argument("--out", help="folder for metrics.jsonl, checkpoint.pt and summary.json")
+    p_train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p_train.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    p_train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p_sweep = sub.add_parser("sweep", help="run a grid of settings x trials from a TOML file")
+    p_sweep.add_argument("file")
+    p_sweep.add_argument("--out", help="results folder (default: results/<name>)")
+    p_sweep.add_argument("--data-root", help="override the data root of every run")
+    p_sweep.add_argument("--device", help="override the device of every run")
+    p_sweep.add_argument("--quiet", action="store_true")
+
+    p_report = sub.add_parser("report", help="aggregate a sweep's folder into report.md and report.csv")
+    p_report.add_argument("folder")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+            summary = train(Config(**fields), args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+            shown = {k: v for k, v in summary.items() if k != "config"}
+            print(json.dumps(shown, indent=2))
+        elif args.command == "sweep":
+            from .sweep import report, run_sweep
+
+            out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device)
+            print(report(out))
+        else:
+            from .sweep import report
+
+            print(report(args.folder))
+    except (ValueError, TypeError, FileNotFoundError, RunExistsError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

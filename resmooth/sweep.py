@@ -1,0 +1,210 @@
+"""Grids of configs times trials, from a TOML file, and the tables that aggregate them.
+
+A sweep file (read with ``tomllib``: data only, never code)::
+
+    name = "table1-cpu"
+    paper_table = "table1"        # optional: the paper's numbers beside ours
+    trials = 5                    # seeds 0..4 (first_seed shifts them)
+    [base]                        # fields of Config shared by every run
+    dataset = "fashion-mnist"
+    epochs = 4
+    [[grid]]                      # each block: the product of its lists
+    method = ["sgd"]
+    weight_decay = [1e-2, 1e-3]
+    [[grid]]
+    method = ["resmooth"]
+    b = [0.1, 0.5]
+
+Each run lands in ``OUT/<setting>/seed-<k>/`` with the files of :func:`resmooth.train.train`;
+a run whose summary.json exists is skipped, so a sweep can be stopped and started again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import load_data
+from .paper import TABLES, cell_label, paper_cell
+from .stats import summarize_values
+from .train import Config, resolve_device, train, write_json, atomic_write
+
+SWEEP_KEYS = {"name", "paper_table", "trials", "first_seed", "base", "grid", "description"}
+
+
+@dataclass
+class Sweep:
+    name: str
+    base: dict[str, Any]
+    grid: list[dict[str, list[Any]]]
+    trials: int = 1
+    first_seed: int = 0
+    paper_table: str | None = None
+    description: str = ""
+    settings: list[dict[str, Any]] = field(init=False)
+    _named: list[list[str]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise ValueError(f"trials must be an integer >= 1; got {self.trials!r}")
+        if self.paper_table is not None and self.paper_table not in TABLES:
+            raise ValueError(f"paper_table must be one of {', '.join(map(repr, TABLES))}; got {self.paper_table!r}")
+        if "seed" in self.base or any("seed" in block for block in self.grid):
+            raise ValueError("seed is set by trials and first_seed, not in base or grid")
+        self.settings, blocks = [], []
+        for i, block in enumerate(self.grid or [{}]):
+            for key, values in block.items():
+                if not isinstance(values, list) or not values:
+                    raise ValueError(f"grid[{i}].{key} must be a non-empty list of values; got {values!r}")
+            for combo in itertools.product(*block.values()):
+                self.settings.append({**self.base, **dict(zip(block, combo))})
+                blocks.append(list(block))
+        # Every run's config is checked now, before any work starts.
+        configs = [Config.from_dict({**values, "seed": self.first_seed}).to_dict() for values in self.settings]
+        varied = [k for k in dict.fromkeys(k for block in self.grid for k in block)
+                  if len({repr(c[k]) for c in configs}) > 1]
+        # A setting is named by the fields its own grid block sets that differ across the sweep.
+        self._named = [[k for k in varied if k in keys] for keys in blocks]
+
+    def runs(self) -> list[tuple[str, Config]]:
+        """(folder, config) of every setting x trial: ``<setting>/seed-<k>``."""
+        runs = []
+        for values, named in zip(self.settings, self._named):
+            setting = ",".join(f"{k}={_fmt(values[k])}" for k in named) or "base"
+            runs += [(f"{setting}/seed-{seed}", Config.from_dict({**values, "seed": seed}))
+                     for seed in range(self.first_seed, self.first_seed + self.trials)]
+        names = [name for name, _ in runs]
+        if len(set(names)) < len(names):
+            raise ValueError(f"sweep {self.name!r} lists the same setting twice: {sorted({n for n in names if names.count(n) > 1})[0]}")
+        return runs
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file: unknown keys and bad fields fail here, naming the field."""
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    unknown = sorted(set(raw) - SWEEP_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SWEEP_KEYS))}")
+    if "name" not in raw:
+        raise ValueError(f"{path}: a sweep needs a name")
+    return Sweep(
+        name=raw["name"], base=raw.get("base", {}), grid=raw.get("grid", []), trials=raw.get("trials", 1),
+        first_seed=raw.get("first_seed", 0), paper_table=raw.get("paper_table"), description=raw.get("description", ""),
+    )
+
+
+def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = False, data_root: str | None = None,
+              device: str | None = None) -> Path:
+    """Run every setting x trial of the sweep file that has not finished yet; return the folder.
+
+    ``out`` defaults to ``results/<name>``. ``data_root`` and ``device`` override the file's.
+    """
+    sweep = load_sweep(path)
+    if data_root is not None:
+        sweep.base["data_root"] = data_root
+        sweep.settings = [{**s, "data_root": data_root} for s in sweep.settings]
+    if device is not None:
+        sweep.settings = [{**s, "device": device} for s in sweep.settings]
+    out = Path(out) if out is not None else Path("results") / sweep.name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "sweep.toml", lambda p: p.write_bytes(Path(path).read_bytes()))
+    runs = sweep.runs()
+    todo = [(name, config) for name, config in runs if not (out / name / "summary.json").exists()]
+    if not quiet:
+        print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to go -> {out}")
+    loaded: dict[tuple, Any] = {}
+    for i, (name, config) in enumerate(todo, 1):
+        # A run's data depend on these fields only: load once, reuse across methods.
+        key = (config.dataset, config.data_root, config.subset, config.val_fraction, config.seed, config.device)
+        if key not in loaded:
+            loaded.clear()
+            loaded[key] = load_data(config.dataset, config.data_root, subset=config.subset,
+                                    val_fraction=config.val_fraction, seed=config.seed,
+                                    device=resolve_device(config.device))
+        if not quiet:
+            print(f"[{i}/{len(todo)}] {name}")
+        train(config, out / name, resume=True, quiet=quiet, data=loaded[key])
+    return out
+
+
+METRICS = ("max_test_acc", "last10_mean_test_acc", "final_test_acc", "final_val_acc")
+
+
+def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The finished runs' summaries under ``folder``, grouped by setting."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(folder).glob("*/seed-*/summary.json")):
+        groups.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    return groups
+
+
+def report(folder: str | Path, *, write: bool = True) -> str:
+    """Aggregate a sweep's folder into Markdown (returned) and, with ``write``, report.md and report.csv.
+
+    One row per setting: mean ± 95% t-interval over trials of each metric. Where the sweep names
+    a paper table, a second table puts the paper's cells beside ours, each cell taking the best
+    of our settings that map to it (by mean "max", as the paper chose on its test set).
+    """
+    folder = Path(folder)
+    groups = collect(folder)
+    if not groups:
+        raise FileNotFoundError(f"no finished runs (*/seed-*/summary.json) under {folder}")
+    sweep_file = folder / "sweep.toml"
+    sweep = load_sweep(sweep_file) if sweep_file.exists() else None
+    metrics = [m for m in METRICS if all(m in r for runs in groups.values() for r in runs)]
+    rows = []
+    for setting, runs in groups.items():
+        rows.append({"setting": setting, "trials": len(runs), **{m: summarize_values([r[m] for r in runs]) for m in metrics}})
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["setting", "trials"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci95")])
+    for row in rows:
+        writer.writerow([row["setting"], row["trials"]] + [f"{getattr(row[m], s):.4f}" for m in metrics for s in ("mean", "std", "ci95")])
+
+    title = sweep.name if sweep else folder.name
+    lines = [f"# {title}", "", f"Mean ± half-width of the 95% t-interval over trials, test accuracy in %.", ""]
+    lines.append("| setting | trials | " + " | ".join(metrics) + " |")
+    lines.append("|---|---:|" + "---:|" * len(metrics))
+    for row in rows:
+        lines.append(f"| {row['setting']} | {row['trials']} | " + " | ".join(str(row[m]) for m in metrics) + " |")
+    if sweep is not None and sweep.paper_table:
+        lines += ["", *paper_comparison(sweep.paper_table, groups)]
+    text = "\n".join(lines) + "\n"
+    if write:
+        atomic_write(folder / "report.md", lambda p: p.write_text(text))
+        atomic_write(folder / "report.csv", lambda p: p.write_text(buffer.getvalue()))
+    return text
+
+
+def paper_comparison(table: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    best: dict[tuple, tuple[str, list[dict[str, Any]]]] = {}
+    for setting, runs in groups.items():
+        key = paper_cell(table, runs[0]["config"])
+        if key is None:
+            continue
+        score = summarize_values([r["max_test_acc"] for r in runs]).mean
+        if key not in best or score > summarize_values([r["max_test_acc"] for r in best[key][1]]).mean:
+            best[key] = (setting, runs)
+    lines = [f"## Beside the paper's {table.replace('table', 'Table ')}", "",
+             "Our best setting per cell (chosen by mean max over trials, as the paper chose on its test set).", "",
+             "| cell | paper max | ours max | paper mean | ours mean | our setting | trials |", "|---|---:|---:|---:|---:|---|---:|"]
+    for key, (paper_max, paper_mean) in TABLES[table].items():
+        if key not in best:
+            continue
+        setting, runs = best[key]
+        ours_max = summarize_values([r["max_test_acc"] for r in runs])
+        ours_mean = summarize_values([r["last10_mean_test_acc"] for r in runs])
+        lines.append(f"| {cell_label(key)} | {paper_max:.2f} | {ours_max} | {paper_mean:.2f} | {ours_mean} | {setting} | {len(runs)} |")
+    return lines

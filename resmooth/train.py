@@ -1,0 +1,403 @@
+"""One config, one loop: the paper's training protocol (Sec. 6, MATH.md section 10).
+
+``train(Config(...))`` loads the dataset onto the device as one tensor, builds the network,
+and runs SGD (or Adam, AdaGrad) with the method's objective, writing after every epoch:
+
+- ``OUT/metrics.jsonl``: one record per epoch (epoch, train_loss, train_acc, test_loss,
+  test_acc, val_acc, lr, mean_kappa, smoothing_scale, seconds);
+- ``OUT/checkpoint.pt``: model, optimizer and random state, so that ``resume=True`` after a
+  kill continues to the same result as a run that never stopped;
+
+and ``OUT/summary.json`` at the end. Every file is written atomically (a temporary file, then
+a rename), and a finished run is never overwritten unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import check_choice, check_real
+from .annealing import DISTRIBUTIONS
+from .data import DATASETS, DeviceData, augment_batch, batches, load_data
+from .diffusivity import SCHEMES
+from .loss import ResidualSmoothingLoss, SquaredErrorLoss
+from .models import MODELS, build_model
+from .regularization import adaptive_decay, add_weight_decay_
+
+METHODS = ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd")
+# The optimizers' usual default learning rates; SGD's is the paper's 0.1.
+DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
+
+
+class RunExistsError(FileExistsError):
+    """The output folder holds a run that would be overwritten."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. The defaults are the paper's Fashion-MNIST protocol."""
+
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    model: str = "resnet20"
+    method: str = "resmooth"
+    # Residual smoothing (Eq. 13-22).
+    scheme: str = "full"
+    distribution: str = "laplace"
+    b: float = 0.5
+    alpha: float = 1.0
+    mu: float = 0.75
+    # Optimization (Sec. 6): lr for the first lr_drop of the epochs, then lr * lr_factor.
+    epochs: int = 48
+    batch_size: int = 128
+    lr: float | None = None
+    lr_drop: float = 0.75
+    lr_factor: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.1
+    nu: float = 1.0  # adaptive-wd: the loss scale of Eq. 5; lambda_0 is weight_decay
+    # Data.
+    subset: float = 1.0
+    val_fraction: float = 0.0
+    seed: int = 0
+    # Execution.
+    device: str = "auto"
+    compile: bool = False
+    amp: bool = True  # bf16 autocast, on CUDA only
+    eval_batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("model", self.model, MODELS)
+        check_choice("method", self.method, METHODS)
+        check_choice("scheme", self.scheme, SCHEMES)
+        check_choice("distribution", self.distribution, DISTRIBUTIONS)
+        check_real("b", self.b, minimum=0.0, strict=True)
+        check_real("alpha", self.alpha, minimum=0.0)
+        check_real("mu", self.mu)
+        for name in ("epochs", "batch_size", "eval_batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer; got {value!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1; got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be >= 1")
+        if self.lr is not None:
+            check_real("lr", self.lr, minimum=0.0, strict=True)
+        if not 0.0 <= check_real("lr_drop", self.lr_drop) <= 1.0:
+            raise ValueError(f"lr_drop must lie in [0, 1] (a fraction of the epochs); got {self.lr_drop}")
+        check_real("lr_factor", self.lr_factor, minimum=0.0)
+        check_real("momentum", self.momentum, minimum=0.0)
+        check_real("weight_decay", self.weight_decay, minimum=0.0)
+        check_real("nu", self.nu, minimum=0.0, strict=True)
+        if not 0.0 <= check_real("label_smoothing", self.label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1); got {self.label_smoothing}")
+        if not 0.0 < check_real("subset", self.subset) <= 1.0:
+            raise ValueError(f"subset must lie in (0, 1] (a fraction of the training set); got {self.subset}")
+        if not 0.0 <= check_real("val_fraction", self.val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1); got {self.val_fraction}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}") from error
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """A config from plain values (a sweep file's), refusing unknown fields by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.method, 0.1)
+
+    def lr_at(self, epoch: int) -> float:
+        """The step schedule of Sec. 6: ``lr`` before ``lr_drop * epochs``, then ``lr * lr_factor``."""
+        return self.learning_rate * (self.lr_factor if epoch >= round(self.lr_drop * self.epochs) else 1.0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for, but CUDA is not available here; use device='cpu' or 'auto'")
+    return device
+
+
+class Objective(nn.Module):
+    """The method's training loss, and the data term reported as the test loss.
+
+    ``sgd``, ``adam``, ``adagrad`` and ``adaptive-wd`` minimize the squared error of the softmax
+    output (the paper's baseline objective, MATH.md section 8); ``resmooth`` its smoothed form;
+    ``sgd-ce`` and ``label-smoothing`` the cross-entropy. ``forward`` returns per-sample losses.
+    """
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.method = config.method
+        self.label_smoothing = config.label_smoothing if config.method == "label-smoothing" else 0.0
+        self.smoothing = None
+        if config.method == "resmooth":
+            self.smoothing = ResidualSmoothingLoss(
+                config.scheme, config.distribution, config.mu, config.b, config.alpha, reduction="none"
+            )
+        self.squared_error = SquaredErrorLoss(reduction="none")
+
+    @property
+    def cross_entropy(self) -> bool:
+        return self.method in ("sgd-ce", "label-smoothing")
+
+    def forward(self, logits: Tensor, target: Tensor, progress: float) -> Tensor:
+        if self.smoothing is not None:
+            return self.smoothing(logits, target, progress)
+        return self.data_term(logits, target, self.label_smoothing)
+
+    def data_term(self, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        if self.cross_entropy:
+            return F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=label_smoothing)
+        return self.squared_error(logits, target)
+
+
+def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    # adaptive-wd applies its own, per-batch decay (Eq. 6) in place of the optimizer's.
+    decay = 0.0 if config.method == "adaptive-wd" else config.weight_decay
+    params, lr = model.parameters(), config.learning_rate
+    if config.method == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    if config.method == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=decay)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` and rename into place: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write(path, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch_size: int, amp: bool) -> tuple[float, float]:
+    """Mean data-term loss and accuracy (in %) of ``model`` on (x, y), in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for xb, yb in batches(x, y, batch_size, shuffle=False):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(xb)
+        loss_sum += objective.data_term(logits, yb).sum()
+        correct += (logits.argmax(1) == yb).sum()
+    model.train()
+    return float(loss_sum) / len(x), 100.0 * float(correct) / len(x)
+
+
+def _environment(device: torch.device) -> dict[str, str]:
+    from . import __version__
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device_name": name, "torch_version": torch.__version__, "resmooth_version": __version__,
+            "threads": str(torch.get_num_threads())}
+
+
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+           epoch: int, metrics: list[dict[str, Any]], config: Config) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "epoch": epoch,
+        "metrics": metrics,
+        "config": config.to_dict(),
+    }
+
+
+def train(
+    config: Config,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    data: DeviceData | None = None,
+) -> dict[str, Any]:
+    """Run ``config`` and return its summary; with ``out``, write the run's files there.
+
+    Args:
+        config: the run.
+        out: the folder for metrics.jsonl, checkpoint.pt and summary.json (None: keep nothing).
+        resume: continue from ``out/checkpoint.pt`` if there is one.
+        overwrite: replace a run (finished or not) already in ``out``.
+        quiet: no progress bar (notebooks, CI).
+        data: the dataset, already loaded (a sweep loads it once for many runs).
+    """
+    out = Path(out) if out is not None else None
+    checkpoint = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        started = (out / "checkpoint.pt").exists() or (out / "metrics.jsonl").exists()
+        if (out / "summary.json").exists() and not overwrite:
+            raise RunExistsError(f"{out} holds a finished run (summary.json); pass overwrite=True (--overwrite) to replace it")
+        if started and not (resume or overwrite):
+            raise RunExistsError(f"{out} holds an unfinished run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
+        if resume and (out / "checkpoint.pt").exists():
+            # weights_only: a checkpoint from someone else can hold tensors and plain data, never code.
+            checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+            if checkpoint["config"] != config.to_dict():
+                raise ValueError(f"{out}/checkpoint.pt was written by another config; use another --out or --overwrite")
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if data is None:
+        data = load_data(config.dataset, config.data_root, subset=config.subset,
+                         val_fraction=config.val_fraction, seed=config.seed, device=device)
+    model = build_model(config.model, data.num_classes, data.in_channels).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model)
+    objective = Objective(config)
+    # One generator draws every batch order and augmentation: its state is the data's RNG state.
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    metrics: list[dict[str, Any]] = []
+    start_epoch = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["generator"])
+        metrics, start_epoch = checkpoint["metrics"], checkpoint["epoch"]
+    step_model = torch.compile(model) if config.compile else model
+    amp = config.amp and device.type == "cuda"
+    fill = data.pad_fill if data.augment else None
+
+    steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step",
+                   desc=f"{config.method} {config.dataset} seed {config.seed}", dynamic_ncols=True)
+    elapsed = metrics[-1]["seconds"] if metrics else 0.0
+    for epoch in range(start_epoch, config.epochs):
+        tic = time.perf_counter()
+        lr = config.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        kappa_sum, scale_sum = 0.0, 0.0
+        model.train()
+        for i, (xb, yb) in enumerate(batches(data.train_x, data.train_y, config.batch_size, shuffle=True, generator=generator)):
+            if data.augment:
+                xb = augment_batch(xb, generator, fill=fill)
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            progress = (epoch * steps_per_epoch + i) / total_steps
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = step_model(xb)
+            losses = objective(logits, yb, progress)
+            loss = losses.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.method == "adaptive-wd":
+                add_weight_decay_(model.parameters(), adaptive_decay(objective.data_term(logits, yb), config.weight_decay, config.nu))
+            optimizer.step()
+            loss_sum += losses.detach().sum()
+            correct += (logits.detach().argmax(1) == yb).sum()
+            if objective.smoothing is not None:
+                scale_sum += objective.smoothing.last_scale
+                kappa = objective.smoothing.last_kappa
+                kappa_sum += kappa.mean() if isinstance(kappa, Tensor) else kappa  # no read-back per step
+            if bar is not None:
+                bar.update()
+        train_loss = float(loss_sum) / len(data.train_x)
+        if not math.isfinite(train_loss):
+            kept = f"the checkpoint of epoch {epoch} in {out} is kept" if out is not None and epoch else "nothing was saved"
+            raise NonFiniteLossError(
+                f"the training loss became {train_loss} in epoch {epoch + 1}: the run stops, and {kept}. "
+                "Lower the learning rate (--lr) or check the data."
+            )
+        test_loss, test_acc = evaluate(model, objective, data.test_x, data.test_y, config.eval_batch_size, amp)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": 100.0 * float(correct) / len(data.train_x),
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+        }
+        if data.val_x is not None:
+            record["val_acc"] = evaluate(model, objective, data.val_x, data.val_y, config.eval_batch_size, amp)[1]
+        elapsed += time.perf_counter() - tic
+        record.update(lr=lr, mean_kappa=float(kappa_sum) / steps_per_epoch if objective.smoothing else 0.0,
+                      smoothing_scale=scale_sum / steps_per_epoch if objective.smoothing else 0.0, seconds=elapsed)
+        metrics.append(record)
+        if out is not None:
+            write_jsonl(out / "metrics.jsonl", metrics)
+            state = _state(model, optimizer, generator, epoch + 1, metrics, config)
+            atomic_write(out / "checkpoint.pt", lambda p: torch.save(state, p))
+        if bar is not None:
+            bar.set_postfix(test_acc=f"{test_acc:.2f}", loss=f"{train_loss:.4f}")
+    if bar is not None:
+        bar.close()
+
+    summary = summarize(config, metrics, _environment(device))
+    if out is not None:
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def summarize(config: Config, metrics: list[dict[str, Any]], environment: dict[str, str]) -> dict[str, Any]:
+    """The paper's two figures of merit (Sec. 6): the best test accuracy over epochs ("max") and
+    the mean over the last 10% of epochs ("mean"), plus the clean protocol's final accuracy."""
+    accs = [m["test_acc"] for m in metrics]
+    last = max(1, round(0.1 * len(accs)))
+    summary: dict[str, Any] = {
+        "config": config.to_dict(),
+        "max_test_acc": max(accs),
+        "last10_mean_test_acc": sum(accs[-last:]) / last,
+        "final_test_acc": accs[-1],
+        "epochs": len(metrics),
+        "seconds": metrics[-1]["seconds"],
+        "seed": config.seed,
+        **environment,
+    }
+    if "val_acc" in metrics[-1]:
+        summary["final_val_acc"] = metrics[-1]["val_acc"]
+        summary["max_val_acc"] = max(m["val_acc"] for m in metrics)
+    return summary

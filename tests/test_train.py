@@ -1,0 +1,207 @@
+"""The trainer: configs, files, resume after a kill, overwrite protection, sweeps and reports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resmooth.sweep import load_sweep, report, run_sweep
+from resmooth.train import Config, NonFiniteLossError, Objective, RunExistsError, train
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FASHION = SHARED / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz"
+TINY = dict(dataset="digits", model="resnet20", batch_size=64, device="cpu")
+
+
+def without_time(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def read_metrics(folder):
+    return [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        (dict(model="resnet19"), "model must be one of"),
+        (dict(dataset="mnist"), "dataset must be one of"),
+        (dict(method="sgdr"), "method must be one of"),
+        (dict(subset=0.0), r"subset must lie in \(0, 1\]"),
+        (dict(subset=1.5), r"subset must lie in \(0, 1\]"),
+        (dict(epochs=-1), "epochs must be >= 1"),
+        (dict(val_fraction=1.0), r"val_fraction must lie in \[0, 1\)"),
+        (dict(b=0.0), "b must be > 0"),
+        (dict(lr=-0.1), "lr must be > 0"),
+    ],
+)
+def test_bad_configs_fail_before_any_work(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Config(**fields)
+
+
+def test_unknown_fields_are_named():
+    with pytest.raises(ValueError, match="unknown config field.*learning_rate"):
+        Config.from_dict({"learning_rate": 0.1})
+
+
+def test_learning_rate_schedule_is_the_papers():
+    config = Config(epochs=48)
+    assert [config.lr_at(e) for e in (0, 35, 36, 47)] == [0.1, 0.1, 0.1 * 0.01, 0.1 * 0.01]
+    assert Config(method="adam").learning_rate == 1e-3
+
+
+def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
+    config = Config(**TINY, epochs=2, method="resmooth", val_fraction=0.2)
+    summary = train(config, tmp_path, quiet=True)
+    records = read_metrics(tmp_path)
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "val_acc", "lr", "mean_kappa", "smoothing_scale", "seconds"):
+        assert key in records[0]
+    assert 0 < records[1]["mean_kappa"] < records[1]["smoothing_scale"] <= 1
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["max_test_acc"] == max(r["test_acc"] for r in records)
+    assert summary["final_test_acc"] == records[-1]["test_acc"]
+    assert summary["config"] == config.to_dict() and summary["torch_version"] == torch.__version__
+    # The checkpoint holds data only: it loads with weights_only=True.
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2
+    before = (tmp_path / "summary.json").read_bytes()
+    with pytest.raises(RunExistsError, match="finished run"):
+        train(config, tmp_path, quiet=True)
+    with pytest.raises(RunExistsError, match="finished run"):
+        train(config, tmp_path, quiet=True, resume=True)
+    assert (tmp_path / "summary.json").read_bytes() == before
+    assert not list(tmp_path.glob(".*tmp*"))
+    train(config, tmp_path, quiet=True, overwrite=True)
+
+
+def test_every_method_trains(tmp_path):
+    for method in ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd"):
+        summary = train(Config(**TINY, epochs=1, method=method), quiet=True)
+        assert summary["final_test_acc"] > 20, method  # 10 classes: chance is 10%
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    forward = Objective.forward
+
+    def poisoned(self, logits, target, progress):
+        losses = forward(self, logits, target, progress)
+        return losses * float("nan") if progress >= 0.5 else losses
+
+    monkeypatch.setattr(Objective, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="epoch 2: the run stops, and the checkpoint of epoch 1"):
+        train(Config(**TINY, epochs=2), tmp_path, quiet=True)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert len(read_metrics(tmp_path)) == 1 and not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_mid_epoch_gives_the_same_metrics(tmp_path):
+    args = ["--dataset", "digits", "--epochs", "6", "--batch-size", "32", "--device", "cpu", "--quiet",
+            "--method", "resmooth", "--subset", "0.5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, "-m", "resmooth", "train", *args, "--out", str(reference)], check=True, env=env,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "resmooth", "train", *args, "--out", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (killed / "metrics.jsonl").exists() and len(read_metrics(killed)) >= 2:
+            break
+        time.sleep(0.02)
+    # A third of an epoch later: the third epoch is under way, the second one's checkpoint is on disk.
+    epoch_seconds = read_metrics(killed)[0]["seconds"]
+    time.sleep(epoch_seconds / 3)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(read_metrics(killed))
+    assert 2 <= done < 6 and not (killed / "summary.json").exists()
+    with pytest.raises(subprocess.CalledProcessError):  # without --resume it refuses to start
+        subprocess.run([sys.executable, "-m", "resmooth", "train", *args, "--out", str(killed)], check=True, env=env,
+                       capture_output=True)
+    subprocess.run([sys.executable, "-m", "resmooth", "train", *args, "--out", str(killed), "--resume"], check=True,
+                   env=env, capture_output=True)
+    assert without_time(read_metrics(killed)) == without_time(read_metrics(reference))
+    ours, theirs = (json.loads((f / "summary.json").read_text()) for f in (killed, reference))
+    for key in ("max_test_acc", "last10_mean_test_acc", "final_test_acc"):
+        assert ours[key] == theirs[key]
+
+
+SWEEP = """
+name = "tiny"
+paper_table = "table1"
+trials = 2
+[base]
+dataset = "digits"
+epochs = 1
+batch_size = 64
+device = "cpu"
+[[grid]]
+method = ["sgd"]
+weight_decay = [1e-3]
+[[grid]]
+method = ["resmooth"]
+scheme = ["full"]
+b = [0.5]
+weight_decay = [1e-3]
+"""
+
+
+def test_sweep_runs_skips_finished_runs_and_reports(tmp_path):
+    file = tmp_path / "tiny.toml"
+    file.write_text(SWEEP)
+    out = run_sweep(file, tmp_path / "results", quiet=True)
+    summaries = sorted(out.glob("*/seed-*/summary.json"))
+    assert [p.relative_to(out).as_posix() for p in summaries] == [
+        "method=resmooth/seed-0/summary.json", "method=resmooth/seed-1/summary.json",
+        "method=sgd/seed-0/summary.json", "method=sgd/seed-1/summary.json",
+    ]
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    run_sweep(file, out, quiet=True)
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    text = report(out)
+    assert "| method=sgd | 2 |" in text and "Beside the paper's Table 1" in text
+    assert "| sgd / 0.001 | 93.36 |" in text and "| full / laplace | 93.89 |" in text
+    csv = (out / "report.csv").read_text().splitlines()
+    assert csv[0].startswith("setting,trials,max_test_acc_mean") and len(csv) == 3
+    accs = [json.loads(p.read_text())["max_test_acc"] for p in summaries[2:]]
+    mean = float(csv[2].split(",")[2])
+    assert mean == pytest.approx(sum(accs) / 2, abs=1e-4)
+
+
+def test_bad_sweep_files_name_the_field(tmp_path):
+    file = tmp_path / "bad.toml"
+    file.write_text(SWEEP.replace('method = ["sgd"]', 'method = ["sgdd"]'))
+    with pytest.raises(ValueError, match="method must be one of"):
+        load_sweep(file)
+    file.write_text(SWEEP.replace("trials = 2", "trials = 2\nseeds = 3"))
+    with pytest.raises(ValueError, match="unknown key.*seeds"):
+        load_sweep(file)
+    file.write_text(SWEEP.replace("epochs = 1", "epoch = 1"))
+    with pytest.raises(ValueError, match="unknown config field.*epoch"):
+        load_sweep(file)
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason=f"Fashion-MNIST is not at {FASHION.parent}")
+def test_fashion_mnist_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "resmooth", "train", "--data-root", str(SHARED), "--subset", "0.01", "--epochs", "1",
+         "--eval-batch-size", "500", "--device", "cpu", "--out", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    assert "step" in result.stderr  # the progress bar
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["dataset"] == "fashion-mnist" and summary["epochs"] == 1
+    assert len(read_metrics(out)) == 1
