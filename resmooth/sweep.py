@@ -180,7 +180,8 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     for row in rows:
         lines.append(f"| {row['setting']} | {row['trials']} | " + " | ".join(str(row[m]) for m in metrics) + " |")
     if sweep is not None and sweep.paper_table:
-        lines += ["", *paper_comparison(sweep.paper_table, groups)]
+        comparison = paper_comparison(sweep.paper_table, groups)
+        lines += ["", *comparison] if comparison else []
     text = "\n".join(lines) + "\n"
     if write:
         atomic_write(folder / "report.md", lambda p: p.write_text(text))
@@ -197,6 +198,8 @@ def paper_comparison(table: str, groups: dict[str, list[dict[str, Any]]]) -> lis
         score = summarize_values([r["max_test_acc"] for r in runs]).mean
         if key not in best or score > summarize_values([r["max_test_acc"] for r in best[key][1]]).mean:
             best[key] = (setting, runs)
+    if not best:
+        return []
     lines = [f"## Beside the paper's {table.replace('table', 'Table ')}", "",
              "Our best setting per cell (chosen by mean max over trials, as the paper chose on its test set).", "",
              "| cell | paper max | ours max | paper mean | ours mean | our setting | trials |", "|---|---:|---:|---:|---:|---|---:|"]
