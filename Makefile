@@ -10,7 +10,7 @@ export RESMOOTH_DATA ?= $(abspath ../shared/data)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install test unit nbval book notebooks benchmark clean
+.PHONY: install test unit nbval browser book notebooks benchmark clean
 
 install: $(STAMP)
 
@@ -21,14 +21,35 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# Unit, property and end-to-end tests, then nbval over every chapter of the book.
-test: unit nbval
+# Unit, property and end-to-end tests, nbval over every chapter of the book, then the reader's
+# test of the built book in headless Chromium.
+test: unit nbval browser
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with book/sanitize.cfg book
+
+# The reader's test (tests/browser): every chapter in _toc.yml opened in headless Chromium from a
+# loopback server; it fails on a broken image, unrendered math or an error in an output cell.
+# Rebuilds the book first when a chapter, the configuration or the library is newer than the
+# build, and installs Debian's chromium (apt-get, as root) when it is missing.
+CHROMIUM    ?= /usr/bin/chromium
+BOOK_INPUTS := _config.yml _toc.yml $(wildcard book/* book/*/* resmooth/*.py resmooth/*/*.py)
+
+browser: $(STAMP) _build/html/searchindex.js $(CHROMIUM)
+	RESMOOTH_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -p no:cacheprovider --confcutdir=tests/browser tests/browser
+
+# searchindex.js is rewritten by every build (index.html is not).
+_build/html/searchindex.js: $(STAMP) $(BOOK_INPUTS)
+	$(MAKE) book
+	touch $@
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "$@ is missing and there is no apt-get: install Chromium, or make CHROMIUM=/path/to/it" >&2; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 # Executes every chapter (a failing cell fails the build) and builds the HTML into _build/html.
 book: $(STAMP)

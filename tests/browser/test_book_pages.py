@@ -1,0 +1,437 @@
+"""A reader's test of the built book: every chapter, opened in headless Chromium.
+
+`make browser` builds the book when it is out of date and runs this file; `make unit` does not
+collect it (tests/browser is ignored there). For each page named in _toc.yml it loads the built
+HTML from a loopback HTTP server, waits for the page's load event and for MathJax's initial
+typesetting (`MathJax.startup.promise`), and then fails on
+
+* a broken image: an <img> that is not `complete && naturalWidth > 0`, or any file the page asks
+  the server for that the server does not have (a missing MathJax font, stylesheet, script);
+* math left unrendered: a text node outside <script>/<code>/<pre> and outside MathJax's own
+  <mjx-container> that still holds `$$`, `\\(`, `\\[` or `\\frac`; a Sphinx math element
+  (`.math`) with no <mjx-container> in it; TeX that MathJax rendered as an error box or as an
+  undefined macro; a page whose source has math but whose DOM has no <mjx-container> at all;
+* an error in an output cell: a traceback output (`div.output.traceback`, what MyST-NB renders an
+  `error` output as), an output that shows `Traceback (most recent call last)`, or a stderr
+  output with an `...Error:`/`...Exception:`/`ERROR` line. Cells tagged `raises-exception` are
+  the one exception: their author asked for the error to be shown.
+
+Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON
+messages ending in NUL on file descriptors 3 and 4), so nothing beyond the standard library and
+Debian's `chromium` package is needed.
+
+Environment: RESMOOTH_BOOK_HTML, the built HTML to test (default: _build/html beside _toc.yml);
+RESMOOTH_CHROMIUM, the browser (default: `chromium` on PATH).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import http.server
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+HTML_DIR = Path(os.environ.get("RESMOOTH_BOOK_HTML", REPO / "_build" / "html")).resolve()
+SOURCE_SUFFIXES = (".md", ".ipynb", ".myst", ".rst")
+
+# Seconds: one DevTools command, one page load, MathJax's typesetting, an image still loading.
+COMMAND_TIMEOUT = 60
+LOAD_TIMEOUT = 60
+MATHJAX_TIMEOUT_MS = 30_000
+IMAGE_TIMEOUT_MS = 10_000
+
+
+# --------------------------------------------------------------------------------------------
+# The pages: every file in _toc.yml (root, chapters, parts, sections; globs expanded).
+
+
+def _toc_files(toc_path: Path = REPO / "_toc.yml") -> list[str]:
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
+    files: list[str] = []
+
+    def add(name: str) -> None:
+        name = re.sub(r"\.(md|ipynb|myst|rst)$", "", str(name))
+        if name not in files:
+            files.append(name)
+
+    def walk(node) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if "file" in node:
+                add(node["file"])
+            if "glob" in node:
+                for path in sorted(REPO.glob(node["glob"])):
+                    if path.suffix in SOURCE_SUFFIXES:
+                        add(path.relative_to(REPO).with_suffix("").as_posix())
+            for key in ("parts", "chapters", "sections"):
+                walk(node.get(key))
+
+    add(toc["root"])
+    walk(toc)
+    return files
+
+
+PAGES = _toc_files()
+
+
+def _source(page: str) -> Path | None:
+    for suffix in SOURCE_SUFFIXES:
+        path = REPO / f"{page}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+_FENCE = re.compile(r"^(```+|~~~+)(.*?)$.*?^\1\s*$", re.M | re.S)
+# Math in MyST source: $$...$$, $...$ (dollarmath), \begin{...} (amsmath), {math} roles and
+# directives, :math: roles.
+_MATH_IN_SOURCE = re.compile(
+    r"\$\$|\\begin\{|\{math\}|:math:|(?<![\\$])\$(?=\S)[^$\n]+?(?<=\S)(?<!\\)\$(?!\d)"
+)
+
+
+def _source_has_math(page: str) -> bool:
+    path = _source(page)
+    if path is None:
+        return False
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        text = "\n".join(
+            "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in cells
+            if c.get("cell_type") == "markdown"
+        )
+    else:
+        text = path.read_text(encoding="utf-8")
+    # Code is not math: drop fenced blocks (but keep ```{math} ones) and inline code spans.
+    text = _FENCE.sub(lambda m: m.group(0) if "{math}" in m.group(2) else "", text)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return bool(_MATH_IN_SOURCE.search(text))
+
+
+# --------------------------------------------------------------------------------------------
+# A loopback HTTP server for the built HTML.
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML_DIR / "index.html").is_file():
+        pytest.fail(f"no built book at {HTML_DIR} (run `make book`, or set RESMOOTH_BOOK_HTML)")
+    handler = functools.partial(_Quiet, directory=str(HTML_DIR))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# --------------------------------------------------------------------------------------------
+# Headless Chromium over the DevTools protocol on a pipe.
+
+
+def _high_fd(fd: int) -> int:
+    """The same pipe end on a descriptor >= 10, so that moving it onto 3 or 4 clobbers nothing."""
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return new
+
+
+class Chromium:
+    def __init__(self, executable: str):
+        self.profile = tempfile.mkdtemp(prefix="resmooth-chromium-")
+        to_chrome_r, self._to_chrome = map(_high_fd, os.pipe())
+        self._from_chrome, from_chrome_w = map(_high_fd, os.pipe())
+
+        def child_fds() -> None:  # in the child, before exec: Chromium reads 3, writes 4
+            os.dup2(to_chrome_r, 3)
+            os.dup2(from_chrome_w, 4)
+
+        args = [
+            executable,
+            "--headless",
+            "--no-sandbox",  # CI runs as root
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-default-apps",
+            "--disable-extensions",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--mute-audio",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self.profile}",
+            "about:blank",
+        ]
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            preexec_fn=child_fds,
+            close_fds=False,  # keep 3 and 4; every other descriptor here is close-on-exec
+        )
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+
+    def _stderr(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-3000:]
+
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("Chromium did not answer in time")
+            ready, _, _ = select.select([self._from_chrome], [], [], left)
+            if ready:
+                chunk = os.read(self._from_chrome, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"Chromium exited (status {self.proc.poll()}):\n{self._stderr()}")
+                self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = COMMAND_TIMEOUT) -> dict:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+            if "method" in reply:
+                self.events.append(reply)
+
+    def wait_for(self, method: str, session: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, event in enumerate(self.events):
+                if event["method"] == method and event.get("sessionId") == session:
+                    return self.events.pop(i)
+            self.events.append(self._read_message(deadline))
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=10)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_chrome)
+        os.close(self._from_chrome)
+        self._log.close()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tab():
+    executable = os.environ.get("RESMOOTH_CHROMIUM") or shutil.which("chromium") or shutil.which(
+        "chromium-browser"
+    )
+    if not executable:
+        pytest.fail("no Chromium: `make browser` installs Debian's chromium (or set RESMOOTH_CHROMIUM)")
+    browser = Chromium(executable)
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Network"):
+            browser.send(f"{domain}.enable", session=session)
+        yield browser, session
+    finally:
+        browser.close()
+
+
+# --------------------------------------------------------------------------------------------
+# What the reader would see: run in the page after its load event.
+
+CHECK_PAGE_JS = r"""
+(async () => {
+  const problems = [];
+  const within = (promise, ms, what) => Promise.race([promise,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(what)), ms))]);
+  const brief = (text, n = 120) => {
+    text = text.replace(/\s+/g, " ").trim();
+    return text.length > n ? text.slice(0, n) + "..." : text;
+  };
+
+  // MathJax 3: the config object becomes MathJax once tex-chtml.js (a deferred script) has run.
+  if (window.MathJax) {
+    if (!MathJax.startup || !MathJax.startup.promise) {
+      problems.push("MathJax did not start (its script did not load or run)");
+    } else {
+      try {
+        await within(MathJax.startup.promise, %(mathjax_ms)d, "timed out");
+      } catch (e) {
+        problems.push("MathJax did not finish typesetting: " + e.message);
+      }
+    }
+  }
+
+  // Images: wait for any still loading, then each must have decoded to a non-empty picture.
+  const images = [...document.images];
+  await Promise.all(images.filter(img => !img.complete).map(img => within(new Promise(done => {
+    img.addEventListener("load", done); img.addEventListener("error", done);
+  }), %(image_ms)d, "image timed out").catch(() => null)));
+  for (const img of images) {
+    if (!(img.complete && img.naturalWidth > 0)) {
+      problems.push(`broken image: <img src="${img.getAttribute("src")}"> ` +
+        (img.complete ? "(naturalWidth 0: missing or not a picture)" : "(did not finish loading)"));
+    }
+  }
+
+  // Unrendered math in the text the reader sees.
+  const skip = new Set(["SCRIPT", "STYLE", "CODE", "PRE", "TEXTAREA", "NOSCRIPT", "TEMPLATE",
+                        "MJX-CONTAINER"]);
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {
+    acceptNode(node) {
+      for (let e = node.parentElement; e; e = e.parentElement) {
+        if (skip.has(e.tagName)) return NodeFilter.FILTER_REJECT;
+      }
+      return NodeFilter.FILTER_ACCEPT;
+    }});
+  const raw = /\$\$|\\\(|\\\[|\\frac/;
+  for (let node; (node = walker.nextNode());) {
+    if (raw.test(node.data)) {
+      problems.push(`unrendered math: "${brief(node.data)}" (in <${node.parentElement.tagName.toLowerCase()}>)`);
+    }
+  }
+  for (const el of document.querySelectorAll(".math")) {
+    if (!el.querySelector("mjx-container")) {
+      problems.push(`math element not typeset by MathJax: "${brief(el.textContent)}"`);
+    }
+  }
+  // TeX that MathJax could not make sense of: an error box (merror) or, from its noundefined
+  // extension, an undefined macro shown as red text. Named by the TeX it came from.
+  const texErrors = [];
+  try {
+    for (const item of MathJax.startup.document.math) {
+      item.root.walkTree(node => {
+        if (node.isKind("merror")) {
+          texErrors.push(`MathJax error "${node.attributes.get("data-mjx-error")}" in ${brief(item.math)}`);
+        } else if (node.isKind("mtext") && node.attributes.get("mathcolor") === "red" &&
+                   /^\\[A-Za-z]+$/.test(node.childNodes.map(c => c.getText ? c.getText() : "").join(""))) {
+          texErrors.push(`undefined TeX macro in ${brief(item.math)}`);
+        }
+      });
+    }
+  } catch (e) {  // no MathJax here, or its internals changed: fall back to the rendered error boxes
+    for (const err of document.querySelectorAll("mjx-merror")) {
+      texErrors.push(`MathJax error "${err.getAttribute("data-mjx-error") || "?"}"`);
+    }
+  }
+  problems.push(...texErrors);
+
+  // Errors in output cells (MyST-NB: div.cell_output > div.output.{traceback,stderr,stream,...}).
+  const errorLine = /^\s*(?:[\w.]+(?:Error|Exception)\b.*|ERROR\b.*)$/m;
+  const lastLine = text => brief(text.trim().split("\n").filter(l => l.trim()).pop() || "");
+  for (const out of document.querySelectorAll(".cell_output .output, div.output.traceback")) {
+    if (out.closest(".tag_raises-exception")) continue;
+    const text = (out.querySelector("pre") || out).textContent;  // not the copy button's label
+    if (out.classList.contains("traceback")) {
+      problems.push(`error output in a cell: ${lastLine(text)}`);
+    } else if (text.includes("Traceback (most recent call last)")) {
+      problems.push(`traceback in a cell's output: ${lastLine(text)}`);
+    } else if (out.classList.contains("stderr") && errorLine.test(text)) {
+      problems.push(`error on stderr in a cell's output: ${brief(text.match(errorLine)[0])}`);
+    }
+  }
+
+  return {problems, mathjax: document.querySelectorAll("mjx-container").length,
+          images: images.length, title: document.title};
+})()
+""" % {"mathjax_ms": MATHJAX_TIMEOUT_MS, "image_ms": IMAGE_TIMEOUT_MS}
+
+
+def visit(tab, server: str, page: str) -> list[str]:
+    """Load one page and return the reader-visible problems on it, each naming the page."""
+    browser, session = tab
+    url = f"{server}/{page}.html"
+    browser.events.clear()
+    navigation = browser.send("Page.navigate", {"url": url}, session=session)
+    if navigation.get("errorText"):
+        return [f"{page}.html: could not load {url}: {navigation['errorText']}"]
+    browser.wait_for("Page.loadEventFired", session, LOAD_TIMEOUT)
+    result = browser.send(
+        "Runtime.evaluate",
+        {"expression": CHECK_PAGE_JS, "awaitPromise": True, "returnByValue": True},
+        session=session,
+        timeout=COMMAND_TIMEOUT + MATHJAX_TIMEOUT_MS / 1000,
+    )
+    if "exceptionDetails" in result:
+        raise RuntimeError(f"{page}.html: the check itself failed: {result['exceptionDetails']}")
+    report = result["result"]["value"]
+    problems = list(report["problems"])
+
+    # Files this page asked our server for and did not get (a missing image, font, script).
+    # Chromium's own /favicon.ico request is not the book's; Sphinx pages name no favicon.
+    requests = {}
+    for event in browser.events:
+        params = event.get("params", {})
+        if event["method"] == "Network.requestWillBeSent":
+            if params.get("documentURL") == url and params["request"]["url"].startswith(server):
+                path = params["request"]["url"][len(server):]
+                if path != "/favicon.ico":
+                    requests[params["requestId"]] = path
+        elif params.get("requestId") not in requests:
+            continue
+        elif event["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
+            problems.append(f"HTTP {params['response']['status']} for {requests[params['requestId']]}")
+        elif event["method"] == "Network.loadingFailed" and not params.get("canceled"):
+            problems.append(f"failed to load {requests[params['requestId']]}: {params.get('errorText')}")
+
+    if report["mathjax"] == 0 and _source_has_math(page):
+        problems.append(f"the source ({_source(page).relative_to(REPO)}) has math, "
+                        "but no MathJax output (mjx-container) is on the page")
+    return [f"{page}.html: {problem}" for problem in dict.fromkeys(problems)]
+
+
+def test_toc_pages_are_built():
+    """Every page in _toc.yml has its HTML: a chapter missing from the build is not tested."""
+    missing = [f"{page}.html" for page in PAGES if not (HTML_DIR / f"{page}.html").is_file()]
+    if missing:
+        pytest.fail(f"not in the built book at {HTML_DIR} (run `make book`): {missing}", pytrace=False)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_reads_cleanly(tab, server, page):
+    if not (HTML_DIR / f"{page}.html").is_file():
+        pytest.fail(f"{page}.html is not in the built book at {HTML_DIR} (run `make book`)")
+    problems = visit(tab, server, page)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
