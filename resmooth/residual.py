@@ -64,6 +64,11 @@ def difference(input: Tensor, target: Tensor, activation: str = "softmax") -> Te
     check_floating("input", input)
     if input.ndim < 2:
         raise ValueError(f"input must be (N, M) or (N, C, *spatial); got shape {tuple(input.shape)}")
+    if activation == "softmax" and input.shape[1] == 1:
+        raise ValueError(
+            "activation='softmax' over a single channel is 1 everywhere (the loss is constant and its "
+            "gradient 0); use activation='sigmoid' or 'identity' for one-channel outputs"
+        )
     y = dense_target(target, input)
     return activate(input, activation) - y
 

@@ -193,7 +193,7 @@ def test_bad_calls_name_the_argument():
         with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
             loss.set_progress(t)
     with pytest.raises(ValueError, match="M = 2"):
-        loss(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), 0.5)
+        ResidualSmoothingLoss(activation="sigmoid")(torch.randn(4, 1), torch.rand(4, 1), 0.5)
     with pytest.raises(ValueError, match=r"target of class indices must have shape \(4,\)"):
         loss(z, y[:3], 0.5)
     with pytest.raises(ValueError, match=r"target must have the input's shape \(4, 10\)"):
@@ -208,6 +208,8 @@ def test_bad_calls_name_the_argument():
         ResidualSmoothingLoss(operator="grid")(z, y, 0.5)
     with pytest.raises(ValueError, match="4 spatial dims|1 to 3 spatial dims"):
         loss(torch.randn(1, 2, 2, 2, 2, 2), torch.rand(1, 2, 2, 2, 2, 2), 0.5)
+    with pytest.raises(ValueError, match="activation='softmax' over a single channel"):
+        loss(torch.randn(2, 1, 4, 4), torch.rand(2, 1, 4, 4), 0.5)
     # The local scheme needs no progress.
     assert torch.isfinite(ResidualSmoothingLoss(scheme="local")(z, y))
 
