@@ -138,7 +138,9 @@ class Config:
 
     def lr_at(self, epoch: int) -> float:
         """The step schedule of Sec. 6: ``lr`` before ``lr_drop * epochs``, then ``lr * lr_factor``."""
-        return self.learning_rate * (self.lr_factor if epoch >= round(self.lr_drop * self.epochs) else 1.0)
+        # Half rounds up (6 epochs drop after 5 = 4.5 rounded), as a reader counts by hand.
+        drop = math.floor(self.lr_drop * self.epochs + 0.5)
+        return self.learning_rate * (self.lr_factor if epoch >= drop else 1.0)
 
 
 def resolve_device(name: str) -> torch.device:
