@@ -219,7 +219,7 @@ class _GlobalSmoothedNorm(torch.autograd.Function):
         r = _add_product(d, kappa, graph_laplacian(d), -h)  # W d = d - h kappa L d
         ctx.h, ctx.kappa = h, kappa  # kappa needs no gradient: kept as it is, not saved
         ctx.save_for_backward(x, r)
-        return torch.linalg.vecdot(r, r)
+        return torch.linalg.vector_norm(r, dim=1).square_()
 
     @staticmethod
     def backward(ctx, grad_g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
