@@ -8,7 +8,6 @@ STAMP  := $(VENV)/.installed-stamp
 # The datasets beside the checkout (read-only is fine); RESMOOTH_DATA overrides it.
 export RESMOOTH_DATA ?= $(abspath ../shared/data)
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: install test unit nbval browser book notebooks benchmark clean
 
