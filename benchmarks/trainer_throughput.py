@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from resmooth.data import DeviceData, batches, load_data
+from resmooth.data import DeviceData, batches
 from resmooth.loss import ResidualSmoothingLoss
 from resmooth.models import build_model
 from resmooth.train import Config, make_optimizer, train
@@ -52,7 +51,7 @@ def bare_images_per_second(data: DeviceData, config: Config) -> float:
     criterion = ResidualSmoothingLoss()
     xs = list(batches(data.train_x, data.train_y, config.batch_size, shuffle=False))
     total = len(xs)
-    for i, (x, y) in enumerate(xs[:3]):  # warm-up
+    for x, y in xs[:3]:  # warm-up
         criterion(model(x), y, 0.0).backward()
     start = time.perf_counter()
     for i, (x, y) in enumerate(xs):
@@ -72,9 +71,9 @@ def trainer_images_per_second(data: DeviceData, config: Config) -> float:
 
 
 MEMORY_CHILD = """
-import resource, sys, torch
+import resource, sys
 from resmooth.train import Config, train
-from resmooth.data import load_data, DeviceData
+from resmooth.data import load_data
 sys.path.insert(0, {bench!r})
 from trainer_throughput import fake_data
 try:
@@ -83,7 +82,6 @@ try:
 except FileNotFoundError:
     data, source = fake_data(60000, 10000), "random tensors of Fashion-MNIST's shape"
 config = Config(epochs=1, device="cpu")
-import resmooth.train as T
 # One epoch over the full set is a minute here; the peak is reached within the first steps and
 # the evaluation, so the epoch is cut after 20 steps by a subset view of the same tensors.
 full = len(data.train_x)

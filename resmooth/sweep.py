@@ -33,7 +33,7 @@ from typing import Any
 from .data import load_data
 from .paper import TABLES, cell_label, paper_cell
 from .stats import summarize_values
-from .train import Config, resolve_device, train, write_json, atomic_write
+from .train import Config, resolve_device, train, atomic_write
 
 SWEEP_KEYS = {"name", "paper_table", "trials", "first_seed", "base", "grid", "description"}
 
@@ -174,7 +174,7 @@ def report(folder: str | Path, *, write: bool = True) -> str:
         writer.writerow([row["setting"], row["trials"]] + [f"{getattr(row[m], s):.4f}" for m in metrics for s in ("mean", "std", "ci95")])
 
     title = sweep.name if sweep else folder.name
-    lines = [f"# {title}", "", f"Mean ± half-width of the 95% t-interval over trials, test accuracy in %.", ""]
+    lines = [f"# {title}", "", "Mean ± half-width of the 95% t-interval over trials, test accuracy in %.", ""]
     lines.append("| setting | trials | " + " | ".join(metrics) + " |")
     lines.append("|---|---:|" + "---:|" * len(metrics))
     for row in rows:
