@@ -39,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p_sweep.add_argument("--data-root", help="override the data root of every run")
     p_sweep.add_argument("--device", help="override the device of every run")
     p_sweep.add_argument("--quiet", action="store_true")
+    p_sweep.add_argument("--executor", choices=("local", "ray"), default="local",
+                         help="local: one trial after another in this process (default); ray: one Ray task per trial")
+    p_sweep.add_argument("--address", help="ray: a running cluster ('auto', or ray://HOST:10001); default: start a local one")
+    p_sweep.add_argument("--cpus-per-trial", type=int, default=1, help="ray: CPUs (and torch threads) per trial")
+    p_sweep.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial")
+    p_sweep.add_argument("--max-retries", type=int, default=2, help="ray: retries of a trial whose worker dies")
+    p_sweep.add_argument("--no-shared-fs", dest="shared_fs", action="store_false",
+                         help="ray: the workers do not see the driver's disk; trials run in their temp folder")
 
     p_report = sub.add_parser("report", help="aggregate a sweep's folder into report.md and report.csv")
     p_report.add_argument("folder")
@@ -53,13 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "sweep":
             from .sweep import report, run_sweep
 
-            out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device)
+            ray_options = {}
+            if args.executor == "ray":
+                ray_options = dict(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                                   max_retries=args.max_retries, shared_fs=args.shared_fs)
+            out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
+                            executor=args.executor, **ray_options)
             print(report(out))
         else:
             from .sweep import report
 
             print(report(args.folder))
-    except (ValueError, TypeError, FileNotFoundError, RunExistsError, NonFiniteLossError) as error:
+    except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

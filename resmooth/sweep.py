@@ -105,11 +105,17 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = False, data_root: str | None = None,
-              device: str | None = None) -> Path:
+              device: str | None = None, executor: str = "local", **ray_options: Any) -> Path:
     """Run every setting x trial of the sweep file that has not finished yet; return the folder.
 
     ``out`` defaults to ``results/<name>``. ``data_root`` and ``device`` override the file's.
+    ``executor="ray"`` runs each trial as a Ray task (see :func:`resmooth.cluster.run_on_ray`,
+    which takes ``ray_options``: address, cpus_per_trial, gpus_per_trial, max_retries, shared_fs).
     """
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be one of 'local', 'ray'; got {executor!r}")
+    if ray_options and executor != "ray":
+        raise ValueError(f"{', '.join(ray_options)} apply to executor='ray' only")
     sweep = load_sweep(path)
     if data_root is not None:
         sweep.base["data_root"] = data_root
@@ -123,6 +129,11 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     todo = [(name, config) for name, config in runs if not (out / name / "summary.json").exists()]
     if not quiet:
         print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to go -> {out}")
+    if executor == "ray":
+        from .cluster import run_on_ray
+
+        run_on_ray(todo, out, quiet=quiet, **ray_options)
+        return out
     loaded: dict[tuple, Any] = {}
     for i, (name, config) in enumerate(todo, 1):
         # A run's data depend on these fields only: load once, reuse across methods.

@@ -205,3 +205,15 @@ def test_fashion_mnist_from_the_command_line(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["dataset"] == "fashion-mnist" and summary["epochs"] == 1
     assert len(read_metrics(out)) == 1
+
+
+def test_the_ray_executor_without_ray_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from resmooth.cluster import run_on_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'resmooth\[ray\]'"):
+        run_on_ray([("x", Config(**TINY, epochs=1))], tmp_path)
+    with pytest.raises(ValueError, match="executor must be one of 'local', 'ray'"):
+        run_sweep(tmp_path / "none.toml", executor="dask")
