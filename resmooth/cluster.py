@@ -12,6 +12,7 @@ driver's copy is the result. Either way ``report`` reads the same layout.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,24 @@ def _import_ray():
     return ray
 
 
+def trial_folder(out: str, name: str, shared_fs: bool) -> Path:
+    """Where a trial trains: in the sweep's folder, or on the worker's own disk without a shared one.
+
+    The worker's folder is named after the driver's out path: a retry on the same node resumes from
+    its checkpoint, and two sweeps never share a trial folder.
+    """
+    if shared_fs:
+        return Path(out) / name
+    tag = hashlib.sha1(out.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "resmooth-trials" / tag / name
+
+
 def run_trial(config: dict[str, Any], out: str, name: str, threads: int, shared_fs: bool) -> dict[str, str]:
     """One trial, as a Ray task runs it: train (resuming) and return the result files' text."""
     import torch
 
     torch.set_num_threads(threads)  # as many threads as CPUs the task holds
-    folder = Path(out) / name if shared_fs else Path(tempfile.gettempdir()) / "resmooth-trials" / Path(out).name / name
+    folder = trial_folder(out, name, shared_fs)
     if not (folder / "summary.json").exists():
         train(Config.from_dict(config), folder, resume=True, quiet=True)
     return {f: (folder / f).read_text() for f in RESULT_FILES}

@@ -12,6 +12,7 @@ import torch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'resmooth[ray]')")
 
+from resmooth.cluster import trial_folder  # noqa: E402
 from resmooth.sweep import collect, report, run_sweep  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -88,8 +89,12 @@ def test_without_a_shared_file_system_the_driver_writes_the_files(tmp_path, clus
     out = run_sweep(sweep_file(tmp_path, 1), tmp_path / "driver", quiet=True, executor="ray", shared_fs=False)
     summaries = sorted(out.glob("*/seed-*/summary.json"))
     assert len(summaries) == 4
-    # The trial ran elsewhere: no checkpoint lands in the driver's folder, only the result files.
+    # The trial ran elsewhere: no checkpoint lands in the driver's folder, only the result files;
+    # the checkpoints are in the workers' own folders.
     assert not list(out.glob("*/seed-*/checkpoint.pt"))
+    for path in summaries:
+        name = path.parent.relative_to(out).as_posix()
+        assert (trial_folder(str(out.resolve()), name, shared_fs=False) / "checkpoint.pt").exists()
     assert all(len((p.parent / "metrics.jsonl").read_text().splitlines()) == 1 for p in summaries)
 
 
