@@ -338,7 +338,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.method == "adaptive-wd":
-                add_weight_decay_(model.parameters(), adaptive_decay(objective.data_term(logits, yb), config.weight_decay, config.nu))
+                # adaptive-wd's objective is the data term itself: its per-sample losses are Eq. 5's l_i.
+                add_weight_decay_(model.parameters(), adaptive_decay(losses, config.weight_decay, config.nu))
             optimizer.step()
             loss_sum += losses.detach().sum()
             correct += (logits.detach().argmax(1) == yb).sum()
