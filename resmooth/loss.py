@@ -177,9 +177,10 @@ class ResidualSmoothingLoss(_ResidualLoss):
                 f"operator='grid' needs input of shape (N, C, *spatial) with 1 to 3 spatial dims; "
                 f"got shape {tuple(diff.shape)}"
             )
-        with torch.no_grad():
-            d = diff.abs()
-            kappa = diffusivity_map(d, scale, self.scheme, self.alpha)
+        # |diff| once: with its gradient where the grid steps use it, without where the fused
+        # global node takes it as a constant input.
+        d = diff.abs() if operator == "grid" else diff.detach().abs()
+        kappa = diffusivity_map(d.detach(), scale, self.scheme, self.alpha)
         self.last_scale = scale
         self.last_kappa = kappa
         if operator == "global":
@@ -192,7 +193,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
             ndim = diff.ndim - 2
             bound = scale / 2 if self.scheme == "global" else scale
             steps = stable_steps(self.tau, bound, ndim)
-            r = explicit_euler(diff.abs(), kappa, self.tau / steps, steps, ndim)
+            r = explicit_euler(d, kappa, self.tau / steps, steps, ndim)
             g = r.square().flatten(1).sum(dim=1)
         return self._reduce(g)
 

@@ -118,7 +118,6 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
         raise ValueError(f"{', '.join(ray_options)} apply to executor='ray' only")
     sweep = load_sweep(path)
     if data_root is not None:
-        sweep.base["data_root"] = data_root
         sweep.settings = [{**s, "data_root": data_root} for s in sweep.settings]
     if device is not None:
         sweep.settings = [{**s, "device": device} for s in sweep.settings]
