@@ -257,6 +257,7 @@ def load_data(
     *,
     subset: float = 1.0,
     val_fraction: float = 0.0,
+    val_size: int = 0,
     seed: int = 0,
     device: str | torch.device = "cpu",
     download: bool = False,
@@ -268,7 +269,10 @@ def load_data(
     partial training sets, Table 2), chosen by a CPU ``torch.Generator`` seeded with ``seed``, so
     the same seed picks the same images on every machine. ``val_fraction`` in [0, 1) then holds
     that fraction of each class of the kept images out as a validation split, disjoint from the
-    training split. The test split is always whole.
+    training split. ``val_size`` instead draws a validation split of that many images from the
+    training images the subset left out (stratified, so the training set keeps the paper's size
+    and the validation split does not shrink it); it needs ``subset < 1``. The test split is
+    always whole.
 
     Raises ``DatasetNotFoundError`` when the files are missing (and ``download`` is False) and
     ``DatasetChecksumError`` when a file's md5 is not the published one.
@@ -280,6 +284,12 @@ def load_data(
     val_fraction = check_real("val_fraction", val_fraction)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1) (a fraction of the training set); got {val_fraction:g}")
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+        raise ValueError(f"val_size must be an integer >= 0 (a number of images); got {val_size!r}")
+    if val_size and val_fraction:
+        raise ValueError("val_size and val_fraction both ask for a validation split; set one of them")
+    if val_size and subset == 1.0:
+        raise ValueError("val_size draws from the images a subset leaves out, so it needs subset < 1; use val_fraction")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype; got {dtype}")
     info = INFO[name]
@@ -287,9 +297,14 @@ def load_data(
     mean, std = _channel_stats(train_x, info.pixel_max)
 
     generator = torch.Generator().manual_seed(seed)
-    kept, _ = _stratified_split(train_y, subset, generator, lowest=1, highest_left=0)
+    kept, left = _stratified_split(train_y, subset, generator, lowest=1, highest_left=0)
     val = None
-    if val_fraction > 0:
+    if val_size:
+        if val_size > len(left):
+            raise ValueError(f"val_size={val_size} exceeds the {len(left)} training images that subset={subset:g} leaves out")
+        val, _ = _stratified_split(train_y[left], val_size / len(left), generator, lowest=0, highest_left=0)
+        val = left[val]
+    elif val_fraction > 0:
         val, train = _stratified_split(train_y[kept], val_fraction, generator, lowest=0, highest_left=1)
         val, kept = kept[val], kept[train]
 

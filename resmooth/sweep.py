@@ -25,15 +25,20 @@ import csv
 import io
 import itertools
 import json
+import os
+import platform
+import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import load_data
+import torch
+
 from .paper import TABLES, cell_label, paper_cell
-from .stats import summarize_values
-from .train import Config, resolve_device, train, atomic_write
+from .stats import Paired, Summary, paired_difference, summarize_values
+from .train import DATA_FIELDS, Config, atomic_write, load_run_data, train
 
 SWEEP_KEYS = {"name", "paper_table", "trials", "first_seed", "base", "grid", "description"}
 
@@ -125,7 +130,11 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "sweep.toml", lambda p: p.write_bytes(Path(path).read_bytes()))
     runs = sweep.runs()
-    todo = [(name, config) for name, config in runs if not (out / name / "summary.json").exists()]
+    # Seed-major, smallest training sets first: a sweep stopped part way leaves whole seeds of
+    # paired runs (every setting on the same data and init), which is what the statistics need.
+    todo = sorted((run for run in runs if not (out / run[0] / "summary.json").exists()),
+                  key=lambda run: (run[1].seed, run[1].subset))
+    _log_invocation(out, sweep, len(todo), executor)
     if not quiet:
         print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to go -> {out}")
     if executor == "ray":
@@ -136,16 +145,28 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     loaded: dict[tuple, Any] = {}
     for i, (name, config) in enumerate(todo, 1):
         # A run's data depend on these fields only: load once, reuse across methods.
-        key = (config.dataset, config.data_root, config.subset, config.val_fraction, config.seed, config.device)
+        key = tuple(getattr(config, f) for f in DATA_FIELDS)
         if key not in loaded:
             loaded.clear()
-            loaded[key] = load_data(config.dataset, config.data_root, subset=config.subset,
-                                    val_fraction=config.val_fraction, seed=config.seed,
-                                    device=resolve_device(config.device))
+            loaded[key] = load_run_data(config)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
         train(config, out / name, resume=True, quiet=quiet, data=loaded[key])
     return out
+
+
+def _log_invocation(out: Path, sweep: Sweep, todo: int, executor: str) -> None:
+    """Append who ran what, where and with which versions to ``out/invocations.jsonl``."""
+    from . import __version__
+
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sweep": sweep.name, "argv": sys.argv, "executor": executor,
+        "runs_to_go": todo, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(), "torch": torch.__version__, "resmooth": __version__,
+    }
+    with open(out / "invocations.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 METRICS = ("max_test_acc", "last10_mean_test_acc", "final_test_acc", "final_val_acc")
@@ -192,11 +213,122 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     if sweep is not None and sweep.paper_table:
         comparison = paper_comparison(sweep.paper_table, groups)
         lines += ["", *comparison] if comparison else []
+    paired = {protocol: compare(groups, protocol) for protocol in PROTOCOLS}
+    paired = {protocol: rows for protocol, rows in paired.items() if rows}
+    for protocol, rows in paired.items():
+        lines += ["", *paired_table(protocol, rows)]
     text = "\n".join(lines) + "\n"
     if write:
         atomic_write(folder / "report.md", lambda p: p.write_text(text))
         atomic_write(folder / "report.csv", lambda p: p.write_text(buffer.getvalue()))
+        if paired:
+            atomic_write(folder / "paired.csv", lambda p: p.write_text(paired_csv(paired)))
     return text
+
+
+# What makes a method a method; what the grid searches tune within it; what does not change results.
+FAMILY_FIELDS = ("method", "scheme", "distribution")
+TUNED_FIELDS = ("weight_decay", "b", "alpha", "mu", "nu", "label_smoothing", "lr")
+TUNED_BY = {"resmooth": ("b", "alpha", "mu", "weight_decay"), "adaptive-wd": ("nu", "weight_decay"),
+            "label-smoothing": ("label_smoothing", "weight_decay")}
+RUN_FIELDS = ("seed", "device", "data_root", "eval_batch_size")
+BASELINE = "sgd"
+# protocol: (metric the setting is chosen by, metric reported). "paper": Sec. 6, the best epoch
+# on the test set, settings chosen on the test set. "clean": settings chosen on the validation
+# split, the test set read once, at the last epoch.
+PROTOCOLS = {"paper": ("max_test_acc", "max_test_acc"), "clean": ("final_val_acc", "final_test_acc")}
+
+
+def family(config: dict[str, Any]) -> str:
+    """A method's name: ``sgd``, or ``resmooth-full-laplace`` (the scheme and distribution are part of it)."""
+    if config["method"] == "resmooth":
+        return "-".join(str(config[k]) for k in FAMILY_FIELDS)
+    return config["method"]
+
+
+def cell(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """What a comparison holds fixed: every field that is not the method, its tuning, or the run's seed and place."""
+    ignored = set(FAMILY_FIELDS) | set(TUNED_FIELDS) | set(RUN_FIELDS)
+    return tuple((k, v) for k, v in config.items() if k not in ignored)
+
+
+def _cell_names(cells: list[tuple[tuple[str, Any], ...]]) -> dict[tuple, str]:
+    """Name each cell by the fields that differ between cells ("all" when there is one)."""
+    varied = [k for k, _ in cells[0] if len({repr(dict(c)[k]) for c in cells}) > 1] if cells else []
+    return {c: ",".join(f"{k}={_fmt(dict(c)[k])}" for k in varied) or "all" for c in cells}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    cell: str
+    family: str
+    setting: str
+    chosen_from: int
+    result: Summary
+    paired: Paired | None  # against the baseline's chosen setting, seed by seed; None for the baseline
+
+
+def compare(groups: dict[str, list[dict[str, Any]]], protocol: str) -> list[Comparison]:
+    """Per cell and family, the setting the protocol chooses, and its paired difference to the chosen baseline.
+
+    Empty when the runs lack a metric the protocol needs (no validation split for "clean").
+    """
+    choose_by, metric = PROTOCOLS[protocol]
+    if not all(choose_by in r and metric in r for runs in groups.values() for r in runs):
+        return []
+    cells: dict[tuple, dict[str, list[tuple[str, list[dict[str, Any]]]]]] = {}
+    for setting, runs in groups.items():
+        config = runs[0]["config"]
+        cells.setdefault(cell(config), {}).setdefault(family(config), []).append((setting, runs))
+    names = _cell_names(list(cells))
+    rows = []
+    for key, families in sorted(cells.items(), key=lambda item: names[item[0]]):
+        name = names[key]
+        chosen = {fam: max(options, key=lambda o: summarize_values([r[choose_by] for r in o[1]]).mean)
+                  for fam, options in families.items()}
+        base = chosen.get(BASELINE)
+        base_by_seed = {r["config"]["seed"]: r[metric] for r in base[1]} if base else {}
+        for fam in sorted(chosen, key=lambda f: (f != BASELINE, f)):
+            setting, runs = chosen[fam]
+            paired = None
+            if fam != BASELINE and base:
+                seeds = sorted(set(base_by_seed) & {r["config"]["seed"] for r in runs})
+                by_seed = {r["config"]["seed"]: r[metric] for r in runs}
+                if seeds:
+                    paired = paired_difference([by_seed[k] for k in seeds], [base_by_seed[k] for k in seeds])
+            config = runs[0]["config"]
+            tuned = ",".join(f"{k}={_fmt(config[k])}" for k in TUNED_BY.get(config["method"], ("weight_decay", "lr"))
+                             if len({repr(o[1][0]["config"][k]) for options in families.values() for o in options}) > 1) or "-"
+            rows.append(Comparison(name, fam, tuned, len(families[fam]), summarize_values([r[metric] for r in runs]), paired))
+    return rows
+
+
+def paired_table(protocol: str, rows: list[Comparison]) -> list[str]:
+    choose_by, metric = PROTOCOLS[protocol]
+    lines = [f"## Paired against the best {BASELINE} ({protocol} protocol: chosen by {choose_by}, reporting {metric})", "",
+             "Difference = method - baseline on the same seeds (same subset, initialization and batch order), "
+             "with a 95% percentile-bootstrap interval over seeds and the exact two-sided sign test.", "",
+             "| cell | method | chosen setting | of | accuracy | difference [95% bootstrap] | wins-losses | sign-test p |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        p = row.paired
+        diff = (str(p), f"{p.wins}-{p.losses}", f"{p.p:.3f}") if p else ("(baseline)", "", "")
+        lines.append(f"| {row.cell} | {row.family} | {row.setting} | {row.chosen_from} | {row.result} | " + " | ".join(diff) + " |")
+    return lines
+
+
+def paired_csv(paired: dict[str, list[Comparison]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["protocol", "cell", "method", "setting", "chosen_from", "trials", "mean", "ci95",
+                     "diff_mean", "diff_low", "diff_high", "wins", "losses", "sign_p"])
+    for protocol, rows in paired.items():
+        for r in rows:
+            p = r.paired
+            extra = [f"{p.mean:.4f}", f"{p.low:.4f}", f"{p.high:.4f}", p.wins, p.losses, f"{p.p:.4f}"] if p else [""] * 6
+            writer.writerow([protocol, r.cell, r.family, r.setting, r.chosen_from, r.result.n, f"{r.result.mean:.4f}",
+                             f"{r.result.ci95:.4f}", *extra])
+    return buffer.getvalue()
 
 
 def paper_comparison(table: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:

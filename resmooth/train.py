@@ -75,7 +75,8 @@ class Config:
     nu: float = 1.0  # adaptive-wd: the loss scale of Eq. 5; lambda_0 is weight_decay
     # Data.
     subset: float = 1.0
-    val_fraction: float = 0.0
+    val_fraction: float = 0.0  # held out of the subset
+    val_size: int = 0  # or: this many images from outside the subset (see resmooth.data.load_data)
     seed: int = 0
     # Execution.
     device: str = "auto"
@@ -92,7 +93,7 @@ class Config:
         check_real("b", self.b, minimum=0.0, strict=True)
         check_real("alpha", self.alpha, minimum=0.0)
         check_real("mu", self.mu)
-        for name in ("epochs", "batch_size", "eval_batch_size", "seed"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "seed", "val_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an integer; got {value!r}")
@@ -114,6 +115,12 @@ class Config:
             raise ValueError(f"subset must lie in (0, 1] (a fraction of the training set); got {self.subset}")
         if not 0.0 <= check_real("val_fraction", self.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1); got {self.val_fraction}")
+        if self.val_size < 0:
+            raise ValueError(f"val_size must be >= 0; got {self.val_size}")
+        if self.val_size and self.val_fraction:
+            raise ValueError("val_size and val_fraction both ask for a validation split; set one of them")
+        if self.val_size and self.subset == 1.0:
+            raise ValueError("val_size draws from the images a subset leaves out, so it needs subset < 1; use val_fraction")
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -141,6 +148,15 @@ class Config:
         # Half rounds up (6 epochs drop after 5 = 4.5 rounded), as a reader counts by hand.
         drop = math.floor(self.lr_drop * self.epochs + 0.5)
         return self.learning_rate * (self.lr_factor if epoch >= drop else 1.0)
+
+
+DATA_FIELDS = ("dataset", "data_root", "subset", "val_fraction", "val_size", "seed", "device")
+
+
+def load_run_data(config: Config) -> DeviceData:
+    """The data a run of ``config`` trains on: they depend on :data:`DATA_FIELDS` only."""
+    return load_data(config.dataset, config.data_root, subset=config.subset, val_fraction=config.val_fraction,
+                     val_size=config.val_size, seed=config.seed, device=resolve_device(config.device))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -287,8 +303,7 @@ def train(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     if data is None:
-        data = load_data(config.dataset, config.data_root, subset=config.subset,
-                         val_fraction=config.val_fraction, seed=config.seed, device=device)
+        data = load_run_data(config)
     model = build_model(config.model, data.num_classes, data.in_channels).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -227,10 +227,24 @@ def test_validation_split_is_disjoint_and_stratified(tmp_path, monkeypatch):
     assert train | val == sample_ids(load_data("fashion-mnist", tmp_path, subset=0.5, seed=3).train_x, data)
 
 
+def test_validation_from_outside_the_subset_leaves_the_training_set_whole(tmp_path, monkeypatch):
+    write_fmnist(tmp_path, monkeypatch, per_class=(20, 2))
+    data = load_data("fashion-mnist", tmp_path, subset=0.25, val_size=30, seed=3)
+    assert torch.equal(torch.bincount(data.val_y, minlength=10), torch.full((10,), 3))
+    train, val = sample_ids(data.train_x, data), sample_ids(data.val_x, data)
+    assert not train & val
+    assert train == sample_ids(load_data("fashion-mnist", tmp_path, subset=0.25, seed=3).train_x, data)
+    with pytest.raises(ValueError, match="val_size=151 exceeds the 150"):
+        load_data("fashion-mnist", tmp_path, subset=0.25, val_size=151, seed=3)
+
+
 @pytest.mark.parametrize(
     "kwargs,argument",
     [
         ({"name": "mnist"}, "name"),
+        ({"val_size": -1}, "val_size"),
+        ({"val_size": 10}, "val_size"),
+        ({"val_size": 10, "subset": 0.5, "val_fraction": 0.1}, "val_size"),
         ({"subset": 0.0}, "subset"),
         ({"subset": 1.5}, "subset"),
         ({"val_fraction": 1.0}, "val_fraction"),

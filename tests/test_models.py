@@ -8,7 +8,7 @@ import torch
 from resmooth.models import MODELS, DenseNetBC, ResNet, build_model, count_parameters
 
 
-def resnet_parameters(n: int, num_classes: int, in_channels: int) -> int:
+def resnet_parameters(n: int, num_classes: int, in_channels: int, w: int = 16) -> int:
     """Option-A ResNet of depth 6n + 2, counted layer by layer (conv weights, BN weight + bias, fc).
 
     For ResNet20 (n = 3), 10 classes, RGB:
@@ -21,13 +21,13 @@ def resnet_parameters(n: int, num_classes: int, in_channels: int) -> int:
     (Option B's 1x1 projection + BN shortcuts would add 16*32 + 64 + 32*64 + 128 = 2,752,
     giving 272,474.)
     """
-    total = in_channels * 16 * 9 + 2 * 16
-    c_in = 16
-    for width in (16, 32, 64):
+    total = in_channels * w * 9 + 2 * w
+    c_in = w
+    for width in (w, 2 * w, 4 * w):
         for _ in range(n):
             total += c_in * width * 9 + 2 * width + width * width * 9 + 2 * width
             c_in = width
-    return total + 64 * num_classes + num_classes
+    return total + 4 * w * num_classes + num_classes
 
 
 def densenet_bc_parameters(depth: int, k: int, num_classes: int, in_channels: int) -> int:
@@ -44,11 +44,11 @@ def densenet_bc_parameters(depth: int, k: int, num_classes: int, in_channels: in
     return total + 2 * c + c * num_classes + num_classes
 
 
-@pytest.mark.parametrize("name,n", [("resnet20", 3), ("resnet32", 5), ("resnet44", 7), ("resnet56", 9), ("resnet110", 18)])
+@pytest.mark.parametrize("name,n,w", [("resnet8", 1, 16), ("resnet8-w8", 1, 8), ("resnet20", 3, 16), ("resnet32", 5, 16), ("resnet44", 7, 16), ("resnet56", 9, 16), ("resnet110", 18, 16)])
 @pytest.mark.parametrize("num_classes,in_channels", [(10, 3), (100, 3), (10, 1)])
-def test_resnet_exact_parameter_count(name, n, num_classes, in_channels):
+def test_resnet_exact_parameter_count(name, n, w, num_classes, in_channels):
     model = build_model(name, num_classes, in_channels)
-    assert count_parameters(model) == resnet_parameters(n, num_classes, in_channels)
+    assert count_parameters(model) == resnet_parameters(n, num_classes, in_channels, w)
 
 
 def test_resnet20_hand_count():

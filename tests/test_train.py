@@ -37,6 +37,8 @@ def read_metrics(folder):
         (dict(subset=1.5), r"subset must lie in \(0, 1\]"),
         (dict(epochs=-1), "epochs must be >= 1"),
         (dict(val_fraction=1.0), r"val_fraction must lie in \[0, 1\)"),
+        (dict(val_size=10, val_fraction=0.1), "set one of them"),
+        (dict(val_size=10), "needs subset < 1"),
         (dict(b=0.0), "b must be > 0"),
         (dict(lr=-0.1), "lr must be > 0"),
     ],
@@ -178,6 +180,15 @@ def test_sweep_runs_skips_finished_runs_and_reports(tmp_path):
     accs = [json.loads(p.read_text())["max_test_acc"] for p in summaries[2:]]
     mean = float(csv[2].split(",")[2])
     assert mean == pytest.approx(sum(accs) / 2, abs=1e-4)
+    # The paired section compares seed by seed against the baseline sgd.
+    assert "## Paired against the best sgd (paper protocol" in text
+    diffs = [json.loads((out / f"method=resmooth/seed-{k}/summary.json").read_text())["max_test_acc"]
+             - json.loads((out / f"method=sgd/seed-{k}/summary.json").read_text())["max_test_acc"] for k in (0, 1)]
+    paired = (out / "paired.csv").read_text().splitlines()
+    assert len(paired) == 3 and paired[2].startswith("paper,all,resmooth-full-laplace,")
+    assert float(paired[2].split(",")[8]) == pytest.approx(sum(diffs) / 2, abs=1e-4)
+    invocations = [json.loads(line) for line in (out / "invocations.jsonl").read_text().splitlines()]
+    assert [i["runs_to_go"] for i in invocations] == [4, 0] and invocations[0]["torch"] == torch.__version__
 
 
 def test_bad_sweep_files_name_the_field(tmp_path):

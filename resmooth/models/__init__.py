@@ -8,10 +8,12 @@ from torch import nn
 
 from .._checks import check_choice
 from .densenet import DenseNetBC, densenet_bc_100
-from .resnet import ResNet, resnet20, resnet32, resnet44, resnet56, resnet110
+from .resnet import ResNet, resnet8, resnet8_narrow, resnet20, resnet32, resnet44, resnet56, resnet110
 
 # Each constructor takes (num_classes, in_channels).
 MODELS: dict[str, Callable[[int, int], nn.Module]] = {
+    "resnet8": resnet8,
+    "resnet8-w8": resnet8_narrow,
     "resnet20": resnet20,
     "resnet32": resnet32,
     "resnet44": resnet44,
@@ -49,6 +51,8 @@ __all__ = [
     "build_model",
     "count_parameters",
     "densenet_bc_100",
+    "resnet8",
+    "resnet8_narrow",
     "resnet20",
     "resnet32",
     "resnet44",

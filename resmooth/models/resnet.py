@@ -2,7 +2,10 @@
 
 A 3x3 convolution with 16 channels, three stages of ``n`` basic blocks with 16, 32 and 64
 channels (the first block of stages 2 and 3 has stride 2), global average pooling and a linear
-layer: depth ``6n + 2`` gives ResNet20/32/44/56/110.
+layer: depth ``6n + 2`` gives ResNet20/32/44/56/110. ``width`` scales the three stages together
+(``width``, ``2 width``, ``4 width``); the published networks have ``width = 16``. The narrow
+ResNet8 (``width = 8``, 19k parameters) is this project's addition: the largest member of the
+family whose paired, multi-seed Fashion-MNIST study fits two CPU cores (book, chapter 7).
 
 Shortcuts are option A of the paper (Sec. 3.3, used for CIFAR in Sec. 4.2): where a block halves
 the resolution and doubles the width, the identity is subsampled with stride 2 and the new
@@ -15,7 +18,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-WIDTHS = (16, 32, 64)
+WIDTH = 16  # channels of the first stage in He et al.'s CIFAR ResNets
 
 
 class ZeroPadShortcut(nn.Module):
@@ -64,18 +67,22 @@ class ResNet(nn.Module):
         depth: total number of weighted layers, ``6n + 2`` (20, 32, 44, 56, 110, ...).
         num_classes: size of the output.
         in_channels: channels of the input images (3 for CIFAR, 1 for Fashion-MNIST).
+        width: channels of the first stage; the second and third have twice and four times as many.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = WIDTH) -> None:
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...); got {depth!r}")
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 20, 32, 44, 56, 110, ...); got {depth!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer; got {width!r}")
         n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, WIDTHS[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(WIDTHS[0])
+        widths = (width, 2 * width, 4 * width)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         blocks = []
-        channels = WIDTHS[0]
-        for stage, width in enumerate(WIDTHS):
+        channels = width
+        for stage, width in enumerate(widths):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(BasicBlock(channels, width, stride))
@@ -103,6 +110,15 @@ def he_init(model: nn.Module) -> None:
             # logits several times larger than fan_in's variance-preserving scale.
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(m.bias)
+
+
+def resnet8(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    return ResNet(8, num_classes, in_channels)
+
+
+def resnet8_narrow(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet8 at half width (8, 16, 32 channels): the model of the CPU Fashion-MNIST study."""
+    return ResNet(8, num_classes, in_channels, width=8)
 
 
 def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
