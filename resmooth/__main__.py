@@ -1,4 +1,4 @@
-"""The command line: ``python -m resmooth train | sweep | report``."""
+"""The command line: ``python -m resmooth train | sweep | report | dense``."""
 
 from __future__ import annotations
 
@@ -48,8 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     p_sweep.add_argument("--no-shared-fs", dest="shared_fs", action="store_false",
                          help="ray: the workers do not see the driver's disk; trials run in their temp folder")
 
-    p_report = sub.add_parser("report", help="aggregate a sweep's folder into report.md and report.csv")
+    p_report = sub.add_parser("report", help="aggregate a sweep's (or the dense study's) folder into report.md and report.csv")
     p_report.add_argument("folder")
+
+    p_dense = sub.add_parser("dense", help="the dense-output study of chapter 9: denoising and segmentation, every objective")
+    p_dense.add_argument("--out", default="results/dense-study", help="results folder (default: %(default)s)")
+    p_dense.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: %(default)s)")
+    p_dense.add_argument("--epochs", type=int, help="override DenseConfig.epochs")
+    p_dense.add_argument("--subset", type=float, help="override DenseConfig.subset (fraction of the training set)")
+    p_dense.add_argument("--data-root", help="where Fashion-MNIST is (default: $RESMOOTH_DATA)")
+    p_dense.add_argument("--device", help="override DenseConfig.device")
+    p_dense.add_argument("--quiet", action="store_true")
 
     args = parser.parse_args(argv)
     try:
@@ -68,11 +77,21 @@ def main(argv: list[str] | None = None) -> int:
             out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
                             executor=args.executor, **ray_options)
             print(report(out))
+        elif args.command == "dense":
+            from .dense import run_dense_study
+
+            overrides = {k: v for k, v in (("epochs", args.epochs), ("subset", args.subset), ("data_root", args.data_root),
+                                           ("device", args.device)) if v is not None}
+            out = run_dense_study(args.out, seeds=args.seeds, quiet=args.quiet, **overrides)
+            print((out / "report.md").read_text())
         else:
+            from pathlib import Path
+
+            from .dense import STUDY_FILE, dense_report
             from .sweep import report
 
-            print(report(args.folder))
-    except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError) as error:
+            print(dense_report(args.folder) if (Path(args.folder) / STUDY_FILE).exists() else report(args.folder))
+    except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -141,6 +141,7 @@ def explicit_euler(u: Tensor, kappa: Tensor | float, dt: float, steps: int, ndim
     For callers that know a bound on kappa and must not read it back from the device (the
     loss, on a GPU); everyone else calls :func:`heat_diffuse`, which checks stability.
     """
+    rate = dt * kappa  # once, not once per step
     for _ in range(steps):
-        u = u + (dt * kappa) * laplacian(u, ndim)
+        u = u + rate * laplacian(u, ndim)
     return u

@@ -1,0 +1,337 @@
+"""Dense outputs on real images: denoising and segmenting Fashion-MNIST with a small autoencoder.
+
+The paper proposes its smoothing for outputs with a spatial domain (Sec. 1) but shows none; this
+module trains :class:`~resmooth.models.autoencoder.ConvAutoencoder` on two such tasks, each with
+one of five objectives, and measures the test set (book, chapter 9):
+
+- ``denoise``: the input is a clean image plus noise (:func:`resmooth.images.corrupt`), the
+  output an intensity map through a sigmoid, the target the clean image; PSNR and SSIM.
+- ``segment``: the input is a noisy image, the output two class maps through a softmax, the
+  target the garment's silhouette (:func:`resmooth.images.silhouette`); foreground IoU.
+
+Objectives (``loss``): ``squared-error`` (per pixel, summed per image); ``resmooth-global``,
+``resmooth-local``, ``resmooth-full``: :class:`~resmooth.loss.ResidualSmoothingLoss` with the
+grid operator and that diffusivity scheme; ``total-variation``: the squared error plus
+``tv_weight`` times the output's total variation, the classic smoothness prior.
+
+Training noise is drawn afresh for every batch (from the run's seed); the test set's noise is
+drawn once from a fixed seed, so every run is measured on the same noisy images. Seed ``k``
+picks the training subset, the initialization, the batch order and the noise, the same for every
+objective: differences between objectives are paired by seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_choice, check_real
+from .annealing import DISTRIBUTIONS
+from .data import batches, load_data
+from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
+from .loss import ResidualSmoothingLoss, SquaredErrorLoss
+from .models.autoencoder import ConvAutoencoder
+from .stats import paired_difference, summarize_values
+from .train import RunExistsError, _environment, atomic_write, resolve_device, write_json
+
+TASKS = ("denoise", "segment")
+LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full")
+TEST_NOISE_SEED = 2019  # one noisy test set for every run
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """One dense-output run. Checked at construction; every field's error names the field."""
+
+    task: str = "denoise"
+    noise: str = "gaussian"
+    level: float = 0.5  # the noise's standard deviation, or the salt-and-pepper fraction
+    loss: str = "squared-error"
+    distribution: str = "laplace"
+    mu: float = 0.75
+    b: float = 0.5
+    alpha: float = 1.0
+    s: float = 1.0  # the local scheme's constant scale
+    tau: float = 1.0  # diffusion time of the grid operator
+    tv_weight: float = 0.01
+    threshold: float = 0.1  # silhouette: a pixel brighter than this belongs to the garment
+    width: int = 16
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam
+    subset: float = 0.2  # of the 60,000 training images
+    seed: int = 0
+    data_root: str | None = None
+    device: str = "auto"
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        check_choice("task", self.task, TASKS)
+        check_choice("noise", self.noise, NOISES)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("distribution", self.distribution, DISTRIBUTIONS)
+        check_real("level", self.level, minimum=0.0)
+        if self.noise == "salt-pepper" and self.level > 1:
+            raise ValueError(f"level must lie in [0, 1] for salt-pepper (a fraction of pixels); got {self.level:g}")
+        check_real("mu", self.mu)
+        check_real("b", self.b, minimum=0.0, strict=True)
+        for name in ("alpha", "s", "tau", "tv_weight"):
+            check_real(name, getattr(self, name), minimum=0.0)
+        if not 0.0 <= check_real("threshold", self.threshold) < 1.0:
+            raise ValueError(f"threshold must lie in [0, 1); got {self.threshold}")
+        for name in ("width", "epochs", "batch_size", "eval_batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"{name} must be an integer >= {0 if name == 'seed' else 1}; got {value!r}")
+        check_real("lr", self.lr, minimum=0.0, strict=True)
+        if not 0.0 < check_real("subset", self.subset) <= 1.0:
+            raise ValueError(f"subset must lie in (0, 1]; got {self.subset}")
+
+    @property
+    def activation(self) -> str:
+        return "sigmoid" if self.task == "denoise" else "softmax"
+
+    @property
+    def out_channels(self) -> int:
+        return 1 if self.task == "denoise" else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class DenseObjective(nn.Module):
+    """The training loss of ``config.loss`` on logits (N, C, H, W) and the task's target."""
+
+    def __init__(self, config: DenseConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.loss.startswith("resmooth-"):
+            self.criterion: nn.Module = ResidualSmoothingLoss(
+                scheme=config.loss.removeprefix("resmooth-"), distribution=config.distribution, mu=config.mu,
+                b=config.b, alpha=config.alpha, s=config.s, activation=config.activation, operator="grid", tau=config.tau)
+        else:
+            self.criterion = SquaredErrorLoss(activation=config.activation)
+
+    def forward(self, logits: Tensor, target: Tensor, progress: float) -> Tensor:
+        if isinstance(self.criterion, ResidualSmoothingLoss):
+            return self.criterion(logits, target, progress=progress)
+        loss = self.criterion(logits, target)
+        if self.config.loss == "total-variation":
+            loss = loss + self.config.tv_weight * total_variation(prediction(logits, self.config.task)).mean()
+        return loss
+
+
+def prediction(logits: Tensor, task: str) -> Tensor:
+    """What the network predicts: the intensity (denoise) or the foreground probability (segment)."""
+    return torch.sigmoid(logits) if task == "denoise" else torch.softmax(logits, dim=1)[:, 1:]
+
+
+def clean_images(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """Undo the loader's per-channel normalization: intensities in [0, 1]."""
+    shape = (1, -1, 1, 1)
+    return x * torch.tensor(std, dtype=x.dtype, device=x.device).view(shape) + torch.tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+
+
+def task_target(clean: Tensor, config: DenseConfig) -> Tensor:
+    return clean if config.task == "denoise" else silhouette(clean, config.threshold)
+
+
+@torch.no_grad()
+def evaluate_dense(model: nn.Module, config: DenseConfig, noisy: Tensor, clean: Tensor) -> dict[str, float]:
+    """The test metrics: PSNR and SSIM (denoise), foreground IoU and pixel accuracy (segment)."""
+    model.eval()
+    sums: dict[str, float] = {}
+    for i in range(0, len(noisy), config.eval_batch_size):
+        x, c = noisy[i:i + config.eval_batch_size], clean[i:i + config.eval_batch_size]
+        p = prediction(model(x), config.task)
+        if config.task == "denoise":
+            values = {"psnr": float(psnr(p, c).sum()), "ssim": float(ssim(p, c).sum())}
+        else:
+            mask, target = (p[:, 0] > 0.5).long(), silhouette(c, config.threshold)
+            inter, union = intersection_union(mask, target)
+            values = {"intersection": inter, "union": union, "correct": int((mask == target).sum())}
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+    model.train()
+    if config.task == "denoise":
+        return {"psnr": sums["psnr"] / len(noisy), "ssim": sums["ssim"] / len(noisy)}
+    return {"iou": sums["intersection"] / sums["union"], "pixel_accuracy": sums["correct"] / clean[:, 0].numel()}
+
+
+def input_metrics(config: DenseConfig, noisy: Tensor, clean: Tensor) -> dict[str, float]:
+    """The noisy input's own PSNR and SSIM against the clean image: what doing nothing scores."""
+    if config.task != "denoise":
+        return {}
+    return {"input_psnr": float(psnr(noisy.clamp(0, 1), clean).mean()), "input_ssim": float(ssim(noisy.clamp(0, 1), clean).mean())}
+
+
+def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite: bool = False, quiet: bool = False,
+                data: Any = None) -> tuple[dict[str, Any], nn.Module]:
+    """Train one run; return its summary and the trained model, and write ``out/summary.json``.
+
+    ``data`` is a :class:`~resmooth.data.DeviceData` of Fashion-MNIST to reuse (a study loads it
+    once per seed); by default it is loaded from ``config.data_root``.
+    """
+    out = Path(out) if out is not None else None
+    if out is not None and (out / "summary.json").exists() and not overwrite:
+        raise RunExistsError(f"{out}/summary.json exists; pass overwrite=True (--overwrite) to replace it")
+    device = resolve_device(config.device)
+    if data is None:
+        data = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed, device=device)
+    torch.manual_seed(config.seed)
+    model = ConvAutoencoder(1, config.out_channels, config.width).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    objective = DenseObjective(config)
+    clean_train = clean_images(data.train_x, data.mean, data.std)
+    clean_test = clean_images(data.test_x, data.mean, data.std)
+    noisy_test = corrupt(clean_test, config.noise, config.level,
+                         torch.Generator(device=device).manual_seed(TEST_NOISE_SEED))
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    steps_per_epoch = -(-len(clean_train) // config.batch_size)
+    total, step, losses = config.epochs * steps_per_epoch, 0, []
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="step", desc=f"{config.task} {config.loss} seed {config.seed}")
+    start = time.perf_counter()
+    for _ in range(config.epochs):
+        epoch_loss = torch.zeros((), device=device)
+        for clean, _ in batches(clean_train, data.train_y, config.batch_size, shuffle=True, generator=generator):
+            noisy = corrupt(clean, config.noise, config.level, generator)
+            loss = objective(model(noisy), task_target(clean, config), progress=step / total)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the {config.loss} loss became {float(loss)} at step {step}; lower lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.detach()
+            step += 1
+            if bar is not None:
+                bar.update()
+        losses.append(float(epoch_loss) / steps_per_epoch)
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    summary = {
+        "config": config.to_dict(),
+        **evaluate_dense(model, config, noisy_test, clean_test),
+        **input_metrics(config, noisy_test, clean_test),
+        "train_loss": losses,
+        "train_seconds": seconds,
+        "environment": _environment(device),
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "summary.json", summary)
+    return summary, model
+
+
+# The study of chapter 9: tasks by name, each trained with every objective.
+STUDY_TASKS: dict[str, dict[str, Any]] = {
+    "denoise-gaussian-0.2": dict(task="denoise", noise="gaussian", level=0.2),
+    "denoise-gaussian-0.5": dict(task="denoise", noise="gaussian", level=0.5),
+    "denoise-salt-pepper-0.3": dict(task="denoise", noise="salt-pepper", level=0.3),
+    "segment-gaussian-0.5": dict(task="segment", noise="gaussian", level=0.5),
+}
+STUDY_FILE = "dense-study.json"
+
+
+def study_runs(seeds: int, **overrides: Any) -> list[tuple[str, DenseConfig]]:
+    """(folder, config) of every task x objective x seed, seed-major (whole seeds finish first)."""
+    return [(f"{task}/{loss}/seed-{seed}", DenseConfig(**{**fields, **overrides, "loss": loss, "seed": seed}))
+            for seed in range(seeds) for task, fields in STUDY_TASKS.items() for loss in LOSSES]
+
+
+def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, **overrides: Any) -> Path:
+    """Run the chapter's study into ``out`` (resumable: finished runs are skipped) and report it.
+
+    ``overrides`` set DenseConfig fields for every run (epochs, subset, data_root, device, ...).
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}")
+    out = Path(out)
+    runs = study_runs(seeds, **overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"seeds": seeds, "overrides": overrides}
+    previous = out / STUDY_FILE
+    if previous.exists() and json.loads(previous.read_text()) != record:
+        raise RunExistsError(f"{out} holds a study with other settings ({previous.read_text().strip()}); use another out")
+    write_json(previous, record)
+    todo = [(name, config) for name, config in runs if not (out / name / "summary.json").exists()]
+    if not quiet:
+        print(f"dense study: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to go -> {out}")
+    loaded: dict[tuple, Any] = {}
+    for i, (name, config) in enumerate(todo, 1):
+        key = (config.data_root, config.subset, config.seed, config.device)
+        if key not in loaded:
+            loaded.clear()
+            loaded[key] = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed,
+                                    device=resolve_device(config.device))
+        if not quiet:
+            print(f"[{i}/{len(todo)}] {name}")
+        train_dense(config, out / name, quiet=True, data=loaded[key])
+    dense_report(out)
+    return out
+
+
+def collect_dense(folder: str | Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The finished runs under ``folder``, by (task, objective), in seed order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for path in sorted(Path(folder).glob("*/*/seed-*/summary.json"), key=lambda p: (p.parts[-4], p.parts[-3], int(p.parts[-2][5:]))):
+        groups.setdefault((path.parts[-4], path.parts[-3]), []).append(json.loads(path.read_text()))
+    return groups
+
+
+def headline(task: str) -> str:
+    """The metric a task is judged by."""
+    return "iou" if task.startswith("segment") else "psnr"
+
+
+def dense_report(folder: str | Path, *, write: bool = True) -> str:
+    """The study's table: mean ± std over seeds of each metric, and the paired difference of the
+    headline metric (PSNR in dB, IoU) to the squared error on the same seeds."""
+    folder = Path(folder)
+    groups = collect_dense(folder)
+    if not groups:
+        raise FileNotFoundError(f"no finished runs (*/*/seed-*/summary.json) under {folder}")
+    lines = ["# Dense outputs: Fashion-MNIST denoising and segmentation", "",
+             "Test set (10,000 images, one fixed noise draw). Mean ± standard deviation over seeds; "
+             "the difference is objective - squared error on the same seeds, with a 95% bootstrap "
+             "interval and the sign test's wins-losses.", "",
+             "| task | objective | seeds | PSNR (dB) | SSIM | IoU | difference | wins-losses |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [["task", "objective", "seeds", "metric", "mean", "std", "diff_mean", "diff_low", "diff_high", "wins", "losses"]]
+    for (task, loss), runs in sorted(groups.items(), key=lambda item: (item[0][0], LOSSES.index(item[0][1]))):
+        cells = []
+        for metric in ("psnr", "ssim", "iou"):
+            if metric in runs[0]:
+                s = summarize_values([r[metric] for r in runs])
+                scale = 100 if metric == "iou" else 1
+                cells.append(f"{s.mean * scale:.{2 if metric != 'ssim' else 4}f} ± {s.std * scale:.{2 if metric != 'ssim' else 4}f}")
+            else:
+                cells.append("")
+        metric = headline(task)
+        base = {r["config"]["seed"]: r[metric] for r in groups.get((task, "squared-error"), [])}
+        seeds = [r["config"]["seed"] for r in runs if r["config"]["seed"] in base]
+        diff, signs, paired = "(baseline)", "", None
+        if loss != "squared-error" and seeds:
+            own = {r["config"]["seed"]: r[metric] for r in runs}
+            scale = 100 if metric == "iou" else 1
+            paired = paired_difference([own[k] * scale for k in seeds], [base[k] * scale for k in seeds])
+            diff, signs = str(paired), f"{paired.wins}-{paired.losses}"
+        lines.append(f"| {task} | {loss} | {len(runs)} | " + " | ".join(cells) + f" | {diff} | {signs} |")
+        s = summarize_values([r[metric] for r in runs])
+        rows.append([task, loss, len(runs), metric, f"{s.mean:.6f}", f"{s.std:.6f}"]
+                    + ([f"{paired.mean:.6f}", f"{paired.low:.6f}", f"{paired.high:.6f}", paired.wins, paired.losses] if paired else [""] * 5))
+    text = "\n".join(lines) + "\n"
+    if write:
+        atomic_write(folder / "report.md", lambda p: p.write_text(text))
+        atomic_write(folder / "report.csv", lambda p: p.write_text("\n".join(",".join(map(str, r)) for r in rows) + "\n"))
+    return text

@@ -1,0 +1,142 @@
+"""Dense outputs: image metrics against scikit-image, corruptions, the autoencoder and the study runner."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from resmooth.data import DeviceData
+from resmooth.dense import LOSSES, STUDY_TASKS, DenseConfig, DenseObjective, dense_report, run_dense_study, study_runs, train_dense
+from resmooth.images import corrupt, intersection_union, psnr, silhouette, ssim, total_variation
+from resmooth.models.autoencoder import ConvAutoencoder
+from resmooth.train import RunExistsError
+from test_data import write_fmnist
+
+F64 = torch.float64
+
+
+def blobs(n: int, size: int = 28, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [0, 1]: a few Gaussian bumps each."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=F64), torch.arange(size, dtype=F64), indexing="ij")
+    images = torch.zeros(n, 1, size, size, dtype=F64)
+    for i in range(n):
+        for _ in range(3):
+            cy, cx = torch.rand(2, generator=g, dtype=F64) * size
+            r = 2 + 4 * torch.rand((), generator=g, dtype=F64)
+            images[i, 0] += torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
+    return images.clamp(0, 1)
+
+
+def test_ssim_and_psnr_equal_scikit_image():
+    clean = blobs(4)
+    noisy = corrupt(clean, "gaussian", 0.2, torch.Generator().manual_seed(1)).clamp(0, 1)
+    ours_ssim, ours_psnr = ssim(noisy, clean), psnr(noisy, clean)
+    for i in range(4):
+        a, b = noisy[i, 0].numpy(), clean[i, 0].numpy()
+        ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+        assert ours_ssim[i].item() == pytest.approx(ref, abs=1e-10)
+        assert ours_psnr[i].item() == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1.0), abs=1e-10)
+    assert ssim(clean, clean).tolist() == pytest.approx([1.0] * 4)
+    with pytest.raises(ValueError, match="smaller than the 11-pixel window"):
+        ssim(clean[..., :8, :8], clean[..., :8, :8])
+
+
+def test_corruptions_have_the_asked_strength():
+    clean = torch.full((8, 1, 28, 28), 0.5, dtype=F64)
+    g = torch.Generator().manual_seed(0)
+    noise = corrupt(clean, "gaussian", 0.3, g) - clean
+    assert noise.std().item() == pytest.approx(0.3, rel=0.03)
+    salted = corrupt(clean, "salt-pepper", 0.2, g)
+    assert (salted == 0).double().mean().item() == pytest.approx(0.1, abs=0.01)
+    assert (salted == 1).double().mean().item() == pytest.approx(0.1, abs=0.01)
+    assert (salted == 0.5).double().mean().item() == pytest.approx(0.8, abs=0.01)
+    with pytest.raises(ValueError, match="noise must be one of"):
+        corrupt(clean, "speckle", 0.1)
+    with pytest.raises(ValueError, match="level must lie in \\[0, 1\\] for salt-pepper"):
+        corrupt(clean, "salt-pepper", 1.5)
+
+
+def test_silhouette_iou_and_total_variation():
+    image = torch.zeros(1, 1, 4, 4)
+    image[..., 1:3, 1:3] = 0.5
+    mask = silhouette(image, 0.1)
+    assert mask.shape == (1, 4, 4) and mask.sum() == 4
+    shifted = torch.roll(mask, 1, dims=-1)
+    assert intersection_union(shifted, mask) == (2, 6)
+    # A 2x2 square of height 0.5: 4 edges of 2 pixels each in y and x.
+    assert total_variation(image).item() == pytest.approx(0.5 * 8)
+    assert total_variation(torch.ones(2, 3, 5, 5)).tolist() == [0.0, 0.0]
+
+
+def test_autoencoder_shapes_and_errors():
+    model = ConvAutoencoder(1, 2, width=4)
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 2, 28, 28)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(torch.randn(1, 1, 30, 30))
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        ConvAutoencoder(1, 1, width=0)
+
+
+@pytest.mark.parametrize(
+    "fields,name",
+    [(dict(task="inpaint"), "task"), (dict(loss="l1"), "loss"), (dict(noise="poisson"), "noise"),
+     (dict(level=-1.0), "level"), (dict(epochs=0), "epochs"), (dict(subset=0.0), "subset"), (dict(b=0.0), "b")],
+)
+def test_bad_dense_configs_name_the_field(fields, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        DenseConfig(**fields)
+
+
+def test_every_objective_gives_a_finite_loss_and_gradient():
+    logits = torch.randn(2, 2, 12, 12, requires_grad=True)
+    target = silhouette(blobs(2, 12))
+    for loss in LOSSES:
+        value = DenseObjective(DenseConfig(task="segment", loss=loss))(logits, target, progress=0.7)
+        (grad,) = torch.autograd.grad(value, logits)
+        assert torch.isfinite(value) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def synthetic_data(n_train: int, n_test: int) -> DeviceData:
+    images = blobs(n_train + n_test, seed=3).float()
+    labels = torch.zeros(len(images), dtype=torch.long)
+    return DeviceData(name="fashion-mnist", train_x=images[:n_train], train_y=labels[:n_train], test_x=images[n_train:],
+                      test_y=labels[n_train:], val_x=None, val_y=None, num_classes=10, in_channels=1, augment=False,
+                      mean=(0.0,), std=(1.0,))
+
+
+def test_denoising_learns_and_the_run_is_not_overwritten(tmp_path):
+    torch.set_num_threads(1)
+    data = synthetic_data(256, 64)
+    config = DenseConfig(noise="gaussian", level=0.3, epochs=12, batch_size=32, lr=3e-3, width=8, eval_batch_size=64)
+    summary, _ = train_dense(config, tmp_path / "run", quiet=True, data=data)
+    # Could be false: an untrained or broken model scores below its noisy input.
+    assert summary["psnr"] > summary["input_psnr"] + 3
+    assert summary["ssim"] > summary["input_ssim"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["psnr"] == summary["psnr"]
+    with pytest.raises(RunExistsError, match="overwrite"):
+        train_dense(config, tmp_path / "run", quiet=True, data=data)
+    # Same seed, same result: the noise, order and init come from the seed alone.
+    again, _ = train_dense(config, quiet=True, data=data)
+    assert again["psnr"] == summary["psnr"]
+
+
+def test_study_runs_are_seed_major_and_resume(tmp_path, monkeypatch):
+    runs = study_runs(2)
+    assert len(runs) == 2 * len(STUDY_TASKS) * len(LOSSES)
+    assert {c.seed for _, c in runs[: len(runs) // 2]} == {0}
+    write_fmnist(tmp_path / "data", monkeypatch, per_class=(8, 2))
+    overrides = dict(epochs=1, subset=0.5, width=4, data_root=str(tmp_path / "data"), device="cpu")
+    out = run_dense_study(tmp_path / "study", seeds=1, quiet=True, **overrides)
+    summaries = sorted(out.glob("*/*/seed-0/summary.json"))
+    assert len(summaries) == len(STUDY_TASKS) * len(LOSSES)
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    run_dense_study(out, seeds=1, quiet=True, **overrides)
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    with pytest.raises(RunExistsError, match="other settings"):
+        run_dense_study(out, seeds=1, quiet=True, **{**overrides, "epochs": 2})
+    text = dense_report(out)
+    assert "| segment-gaussian-0.5 | resmooth-full | 1 |" in text and "(baseline)" in text
+    assert (out / "report.csv").read_text().count("\n") == 1 + len(STUDY_TASKS) * len(LOSSES)
