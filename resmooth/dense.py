@@ -11,8 +11,10 @@ one of five objectives, and measures the test set (book, chapter 9):
 
 Objectives (``loss``): ``squared-error`` (per pixel, summed per image); ``resmooth-global``,
 ``resmooth-local``, ``resmooth-full``: :class:`~resmooth.loss.ResidualSmoothingLoss` with the
-grid operator and that diffusivity scheme; ``total-variation``: the squared error plus
-``tv_weight`` times the output's total variation, the classic smoothness prior.
+grid operator and that diffusivity scheme; ``resmooth-graph``: the full scheme with the paper's
+own operator (Eq. 22), which treats the C x H x W outputs as one vector with no neighbours;
+``total-variation``: the squared error plus ``tv_weight`` times the output's total variation,
+the classic smoothness prior.
 
 Training noise is drawn afresh for every batch (from the run's seed); the test set's noise is
 drawn once from a fixed seed, so every run is measured on the same noisy images. Seed ``k``
@@ -42,7 +44,7 @@ from .stats import paired_difference, summarize_values
 from .train import RunExistsError, _environment, atomic_write, resolve_device, write_json
 
 TASKS = ("denoise", "segment")
-LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full")
+LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full", "resmooth-graph")
 TEST_NOISE_SEED = 2019  # one noisy test set for every run
 
 
@@ -113,9 +115,11 @@ class DenseObjective(nn.Module):
         super().__init__()
         self.config = config
         if config.loss.startswith("resmooth-"):
+            graph = config.loss == "resmooth-graph"
             self.criterion: nn.Module = ResidualSmoothingLoss(
-                scheme=config.loss.removeprefix("resmooth-"), distribution=config.distribution, mu=config.mu,
-                b=config.b, alpha=config.alpha, s=config.s, activation=config.activation, operator="grid", tau=config.tau)
+                scheme="full" if graph else config.loss.removeprefix("resmooth-"), distribution=config.distribution,
+                mu=config.mu, b=config.b, alpha=config.alpha, s=config.s, activation=config.activation,
+                operator="global" if graph else "grid", tau=config.tau)
         else:
             self.criterion = SquaredErrorLoss(activation=config.activation)
 

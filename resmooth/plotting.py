@@ -99,3 +99,41 @@ def show_images(
     if colorbar:
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
     return fig
+
+
+def image_grid(
+    columns: dict[str, Sequence[Any]],
+    *,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    cmaps: dict[str, str] | None = None,
+    size: float = 1.5,
+):
+    """A grid of 2-D images: one column per key of ``columns`` (its title), one row per sample.
+
+    Each column shares one grey range (``ranges[title]``, or its own min and max) so that a
+    column's images compare with each other; ``cmaps`` picks a colormap per column (gray by
+    default). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not columns:
+        raise ValueError("image_grid needs at least one column")
+    arrays = {t: [np.asarray(im.detach().cpu() if hasattr(im, "detach") else im, dtype=float) for im in ims]
+              for t, ims in columns.items()}
+    rows = {len(a) for a in arrays.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise ValueError(f"every column needs the same, non-zero number of images; got {sorted(rows)}")
+    n = rows.pop()
+    ranges, cmaps = ranges or {}, cmaps or {}
+    fig, axes = plt.subplots(n, len(arrays), figsize=(size * len(arrays), size * n + 0.4), squeeze=False)
+    for j, (title, images) in enumerate(arrays.items()):
+        lo, hi = ranges.get(title, (min(a.min() for a in images), max(a.max() for a in images)))
+        for i, a in enumerate(images):
+            ax = axes[i, j]
+            ax.imshow(a, cmap=cmaps.get(title, "gray"), vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        axes[0, j].set_title(title, fontsize="small")
+    return fig
