@@ -65,7 +65,7 @@ class DenseConfig:
     tv_weight: float = 0.01
     threshold: float = 0.1  # silhouette: a pixel brighter than this belongs to the garment
     width: int = 16
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 128
     lr: float = 1e-3  # Adam
     subset: float = 0.2  # of the 60,000 training images

@@ -140,3 +140,16 @@ def test_study_runs_are_seed_major_and_resume(tmp_path, monkeypatch):
     text = dense_report(out)
     assert "| segment-gaussian-0.5 | resmooth-full | 1 |" in text and "(baseline)" in text
     assert (out / "report.csv").read_text().count("\n") == 1 + len(STUDY_TASKS) * len(LOSSES)
+
+
+def test_image_grid_lays_out_columns_and_refuses_ragged_ones():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from resmooth.plotting import image_grid
+
+    fig = image_grid({"input": [torch.zeros(4, 4)] * 3, "kappa": [torch.ones(4, 4)] * 3}, ranges={"input": (0, 1)})
+    assert len(fig.axes) == 6 and [ax.get_title() for ax in fig.axes[:2]] == ["input", "kappa"]
+    assert fig.axes[0].images[0].get_clim() == (0, 1)
+    with pytest.raises(ValueError, match="same, non-zero number of images"):
+        image_grid({"a": [torch.zeros(2, 2)], "b": []})
