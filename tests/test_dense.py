@@ -107,8 +107,16 @@ def synthetic_data(n_train: int, n_test: int) -> DeviceData:
                       mean=(0.0,), std=(1.0,))
 
 
-def test_denoising_learns_and_the_run_is_not_overwritten(tmp_path):
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after: the thread count is global state."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_denoising_learns_and_the_run_is_not_overwritten(tmp_path, one_thread):
     data = synthetic_data(256, 64)
     config = DenseConfig(noise="gaussian", level=0.3, epochs=12, batch_size=32, lr=3e-3, width=8, eval_batch_size=64)
     summary, _ = train_dense(config, tmp_path / "run", quiet=True, data=data)

@@ -87,7 +87,8 @@ def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
 
 def test_every_method_trains(tmp_path):
     for method in ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd"):
-        summary = train(Config(**TINY, epochs=1, method=method), quiet=True)
+        # Two epochs: after one, adaptive-wd sits near chance on some thread counts (15% with one).
+        summary = train(Config(**TINY, epochs=2, method=method), quiet=True)
         assert summary["final_test_acc"] > 20, method  # 10 classes: chance is 10%
 
 
