@@ -78,8 +78,8 @@ def ssim(prediction: Tensor, target: Tensor, *, sigma: float = 1.5) -> Tensor:
 
 
 def intersection_union(prediction: Tensor, target: Tensor) -> tuple[int, int]:
-    """(|P and T|, |P or T|) of the foreground (class 1) of two index masks: summed over a test set
-    before dividing, they give the dataset's foreground IoU."""
+    """The foreground (class 1) pixels of two index masks in both, and in either: summed over a
+    test set before dividing, they give the dataset's foreground IoU."""
     if prediction.shape != target.shape:
         raise ValueError(f"prediction and target must have one shape; got {tuple(prediction.shape)} and {tuple(target.shape)}")
     p, t = prediction == 1, target == 1
@@ -87,7 +87,7 @@ def intersection_union(prediction: Tensor, target: Tensor) -> tuple[int, int]:
 
 
 def total_variation(u: Tensor) -> Tensor:
-    """Anisotropic total variation per sample (N,): the sum of |forward differences| over the
+    """Anisotropic total variation per sample (N,): the sum of the absolute forward differences over the
     last two dims and all channels (Rudin, Osher, Fatemi 1992, discretized)."""
     if u.ndim != 4:
         raise ValueError(f"u must be (N, C, H, W); got shape {tuple(u.shape)}")
