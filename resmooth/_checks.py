@@ -16,6 +16,15 @@ def check_choice(name: str, value: object, allowed: Iterable[str]) -> str:
     return value  # type: ignore[return-value]
 
 
+def check_int(name: str, value: object, minimum: int | None = None) -> int:
+    """An integer (not a bool), optionally at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return value
+
+
 def check_real(name: str, value: object, *, minimum: float | None = None, strict: bool = False) -> float:
     """A finite real number, optionally bounded below (``> minimum`` when ``strict``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

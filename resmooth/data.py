@@ -28,7 +28,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from ._checks import check_choice, check_real
+from ._checks import check_choice, check_int, check_real
 
 
 @dataclass(frozen=True)
@@ -284,8 +284,7 @@ def load_data(
     val_fraction = check_real("val_fraction", val_fraction)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1) (a fraction of the training set); got {val_fraction:g}")
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
-        raise ValueError(f"val_size must be an integer >= 0 (a number of images); got {val_size!r}")
+    check_int("val_size", val_size, 0)
     if val_size and val_fraction:
         raise ValueError("val_size and val_fraction both ask for a validation split; set one of them")
     if val_size and subset == 1.0:

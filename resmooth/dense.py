@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_real
+from ._checks import check_choice, check_int, check_real
 from .annealing import DISTRIBUTIONS
 from .data import batches, load_data
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
@@ -88,10 +88,9 @@ class DenseConfig:
             check_real(name, getattr(self, name), minimum=0.0)
         if not 0.0 <= check_real("threshold", self.threshold) < 1.0:
             raise ValueError(f"threshold must lie in [0, 1); got {self.threshold}")
-        for name in ("width", "epochs", "batch_size", "eval_batch_size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"{name} must be an integer >= {0 if name == 'seed' else 1}; got {value!r}")
+        for name in ("width", "epochs", "batch_size", "eval_batch_size"):
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
         check_real("lr", self.lr, minimum=0.0, strict=True)
         if not 0.0 < check_real("subset", self.subset) <= 1.0:
             raise ValueError(f"subset must lie in (0, 1]; got {self.subset}")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_real
+from ._checks import check_choice, check_int, check_real
 from .annealing import DISTRIBUTIONS
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
 from .diffusivity import SCHEMES
@@ -93,14 +93,10 @@ class Config:
         check_real("b", self.b, minimum=0.0, strict=True)
         check_real("alpha", self.alpha, minimum=0.0)
         check_real("mu", self.mu)
-        for name in ("epochs", "batch_size", "eval_batch_size", "seed", "val_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an integer; got {value!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1; got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch_size and eval_batch_size must be >= 1")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed)
+        check_int("val_size", self.val_size, 0)
         if self.lr is not None:
             check_real("lr", self.lr, minimum=0.0, strict=True)
         if not 0.0 <= check_real("lr_drop", self.lr_drop) <= 1.0:
@@ -115,8 +111,6 @@ class Config:
             raise ValueError(f"subset must lie in (0, 1] (a fraction of the training set); got {self.subset}")
         if not 0.0 <= check_real("val_fraction", self.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1); got {self.val_fraction}")
-        if self.val_size < 0:
-            raise ValueError(f"val_size must be >= 0; got {self.val_size}")
         if self.val_size and self.val_fraction:
             raise ValueError("val_size and val_fraction both ask for a validation split; set one of them")
         if self.val_size and self.subset == 1.0:

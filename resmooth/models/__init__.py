@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_int
 from .densenet import DenseNetBC, densenet_bc_100
 from .resnet import ResNet, resnet8, resnet8_narrow, resnet20, resnet32, resnet44, resnet56, resnet110
 
@@ -23,19 +23,11 @@ MODELS: dict[str, Callable[[int, int], nn.Module]] = {
 }
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return value
-
-
 def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """The network ``name`` (a key of :data:`MODELS`) for ``num_classes`` classes and ``in_channels``-channel images."""
     check_choice("name", name, MODELS)
-    _check_int("num_classes", num_classes, 2)
-    _check_int("in_channels", in_channels, 1)
+    check_int("num_classes", num_classes, 2)
+    check_int("in_channels", in_channels, 1)
     return MODELS[name](num_classes, in_channels)
 
 
