@@ -59,6 +59,24 @@ def test_learning_rate_schedule_is_the_papers():
     assert Config(method="adam").learning_rate == 1e-3
 
 
+def test_sparse_evaluation_covers_the_final_window_and_changes_nothing_else():
+    config = Config(**TINY, epochs=10, lr_drop=0.5, eval_every=3, seed=1)
+    # Every third epoch before the drop (after epoch 5 of 10), then every epoch.
+    assert [e + 1 for e in range(10) if config.evaluates(e)] == [3, 6, 7, 8, 9, 10]
+    # Without a drop the last 10% (here 2 of 20 epochs) is still evaluated, and the last epoch always.
+    assert [e + 1 for e in range(20) if Config(epochs=20, lr_drop=1.0, eval_every=7).evaluates(e)] == [7, 14, 19, 20]
+    assert all(Config(epochs=9, eval_every=1).evaluates(e) for e in range(9))
+
+    sparse = train(Config(**TINY, epochs=4, lr_drop=0.75, eval_every=2, val_fraction=0.2), quiet=True)
+    full = train(Config(**TINY, epochs=4, lr_drop=0.75, eval_every=1, val_fraction=0.2), quiet=True)
+    assert sparse["evaluated_epochs"] == 2 and full["evaluated_epochs"] == 4  # epochs 2 and 4
+    # Evaluation draws no random numbers and leaves the model as it was: the same training, the
+    # same accuracies on the epochs both evaluated.
+    assert sparse["final_test_acc"] == full["final_test_acc"]
+    assert sparse["last10_mean_test_acc"] == full["last10_mean_test_acc"]
+    assert sparse["best_epoch"] in (2, 4) and full["max_test_acc"] >= sparse["max_test_acc"]
+
+
 def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
     config = Config(**TINY, epochs=2, method="resmooth", val_fraction=0.2)
     summary = train(config, tmp_path, quiet=True)
