@@ -41,7 +41,8 @@ def probe(config: dict, threads: int, compile: bool, parallel: int) -> tuple[lis
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-m", "resmooth", "train", *args, "--quiet", "--out", f"{tmp}/{i}"], env=env)
+        procs = [subprocess.Popen([sys.executable, "-m", "resmooth", "train", *args, "--quiet", "--out", f"{tmp}/{i}"],
+                                  env=env, stdout=subprocess.DEVNULL)
                  for i in range(parallel)]
         if any(p.wait() for p in procs):
             raise RuntimeError("a probe run failed (see its output above)")
