@@ -7,7 +7,8 @@ Fashion-MNIST shape (1 x 28 x 28), ResNet20, batch 128, the resmooth loss. Print
    10,000 is of 60,000) over a bare eager step's on ready tensors. Target: at least 0.9.
 2. the trainer with ``compile=True`` over the eager trainer, after compiling. Target: 1.3.
 3. the peak resident memory of a process that trains on the full Fashion-MNIST training set
-   (from ../shared/data or $RESMOOTH_DATA; random tensors of its shape where it is missing).
+   (from the library's data root, ``$RESMOOTH_DATA`` or its default; random tensors of its
+   shape where it is missing).
    Target: at most 2 GiB.
 
 Epoch times come from the trainer's own metrics (the first epoch, which warms up or compiles,
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from resmooth.data import DeviceData, batches
+from resmooth.data import DeviceData, batches, resolve_root
 from resmooth.loss import ResidualSmoothingLoss
 from resmooth.models import build_model
 from resmooth.train import Config, make_optimizer, train
@@ -92,7 +93,7 @@ print(source, full, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def peak_memory() -> tuple[str, int, float]:
-    root = os.environ.get("RESMOOTH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = str(resolve_root(None))  # $RESMOOTH_DATA, else the library's default root
     code = MEMORY_CHILD.format(bench=str(Path(__file__).resolve().parent), root=root)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
     *source, n, kib = out

@@ -1,6 +1,7 @@
 """resmooth: adaptive regularization via residual smoothing (Cho, Kwon, Hong, 2019).
 
-The public names of the contract (MATH.md), re-exported from the module named after each idea.
+The public names of the library, re-exported from the module named after each idea. The
+conventions they follow are fixed in the book's appendix, Conventions and notation.
 """
 
 from .annealing import annealing_scale

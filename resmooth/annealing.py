@@ -2,7 +2,7 @@
 
 The paper draws the scale ``s^t`` from a probability density centred at ``mu`` and rescales it
 to peak at 1 (its Figure 2). ``t`` is training progress in [0, 1]: iterations done over total
-iterations (MATH.md section 4).
+iterations (the book's appendix, Conventions and notation: annealing).
 """
 
 from __future__ import annotations

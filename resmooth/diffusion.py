@@ -49,7 +49,8 @@ def graph_laplacian(v: Tensor) -> Tensor:
 def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
     """``W d`` over the last dim (Eq. 22) in O(M) time and memory.
 
-    With ``S = sum_k d_k``: ``r = d - kappa * (M d - S) / (M - 1)``, which is one explicit
+    With ``mean(d)`` the mean of the M elements: ``r = d - kappa * M (d - mean(d)) / (M - 1)``
+    (the book's appendix, Conventions and notation: the global operator), which is one explicit
     Euler step of the heat equation on the complete graph (Laplacian ``M I - 1 1^T``, see
     :func:`graph_laplacian`) with step ``kappa / (M - 1)``.
 

@@ -1,6 +1,6 @@
 """The diffusivity map: a sigmoid of the residual, scaled over training (Eq. 10, 15, 17, 19).
 
-Three schemes (MATH.md section 5):
+Three schemes (the book's appendix, Conventions and notation: the diffusivity schemes):
 
 ========  ==================================  ===================
 scheme    kappa                               paper

@@ -3,8 +3,9 @@
 Per sample, ``g_i = ||r_i||^2`` with ``r_i`` the residual ``d_i = |phi(z_i) - y_i|`` smoothed by
 a heat step whose diffusivity is ``kappa_i`` (Eq. 19); the batch loss is the mean of ``g_i``.
 With kappa = 0 this is the per-sample sum of squared errors averaged over the batch,
-``F.mse_loss(phi(z), y, reduction="sum") / N`` (MATH.md section 8), which
-:class:`SquaredErrorLoss` computes, so that a learning rate means the same for both.
+``F.mse_loss(phi(z), y, reduction="sum") / N``, which :class:`SquaredErrorLoss` computes, so
+that a learning rate means the same for both (the book's appendix, Conventions and notation:
+the loss).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class _ResidualLoss(nn.Module):
 
 
 class SquaredErrorLoss(_ResidualLoss):
-    """The squared-error baseline: ``mean_i ||phi(z_i) - y_i||^2`` (MATH.md section 8).
+    """The squared-error baseline: ``mean_i ||phi(z_i) - y_i||^2`` (the book's
+    appendix, Conventions and notation: the loss).
 
     Args:
         activation: ``"softmax"`` (over dim 1), ``"sigmoid"`` or ``"identity"``.

@@ -2,7 +2,8 @@
 
 ``lambda_i = lambda_0 * (1 - exp(-l_i / nu))`` with ``l_i`` the per-sample data loss (Eq. 5);
 the step adds ``mean_i(lambda_i) * grad gamma(w)`` with ``gamma(w) = ||w||^2 / 2`` (Eq. 6),
-that is ``mean_i(lambda_i) * w`` (MATH.md section 9). Samples that the model fits badly ask
+that is ``mean_i(lambda_i) * w`` (the book's appendix, Conventions and notation: explicit adaptive
+regularization). Samples that the model fits badly ask
 for more regularization; as the residual decays, so does the decay.
 """
 

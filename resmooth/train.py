@@ -1,4 +1,7 @@
-"""One config, one loop: the paper's training protocol (Sec. 6, MATH.md section 10).
+"""One config, one loop: the paper's training protocol (Sec. 6).
+
+The protocol, and the two ways of evaluating a run, are fixed in the book's appendix,
+Conventions and notation: the training protocol, and the evaluation protocols.
 
 ``train(Config(...))`` loads the dataset onto the device as one tensor, builds the network,
 and runs SGD (or Adam, AdaGrad) with the method's objective, writing after every epoch:
@@ -182,7 +185,8 @@ class Objective(nn.Module):
     """The method's training loss, and the data term reported as the test loss.
 
     ``sgd``, ``adam``, ``adagrad`` and ``adaptive-wd`` minimize the squared error of the softmax
-    output (the paper's baseline objective, MATH.md section 8); ``resmooth`` its smoothed form;
+    output (the paper's baseline objective; the book's appendix, Conventions and notation: the
+    loss); ``resmooth`` its smoothed form;
     ``sgd-ce`` and ``label-smoothing`` the cross-entropy. ``forward`` returns per-sample losses.
     """
 
