@@ -77,3 +77,14 @@ def test_no_tracked_file_points_outside_the_repository():
         for number, what, line in offending_lines(text):
             problems.append(f"{path.relative_to(ROOT)}:{number}: {what}: {line}")
     assert not problems, "tracked files refer outside the repository:\n" + "\n".join(problems)
+
+
+def test_the_appendix_names_tests_that_exist():
+    # The appendix's index from the paper's equations to the code names the tests that check
+    # each equation; a renamed or removed test must not leave it pointing at nothing.
+    appendix = (ROOT / "book" / "conventions.md").read_text()
+    named = set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", appendix))
+    assert len(named) >= 10, "the appendix's equation index lists the tests"
+    missing = [f"{module}::{name}" for module, name in sorted(named)
+               if not re.search(rf"^def {name}\(", (ROOT / "tests" / module).read_text(), re.MULTILINE)]
+    assert not missing, f"book/conventions.md names tests that do not exist: {', '.join(missing)}"
