@@ -98,15 +98,25 @@ def test_without_a_shared_file_system_the_driver_writes_the_files(tmp_path, clus
     assert all(len((p.parent / "metrics.jsonl").read_text().splitlines()) == 1 for p in summaries)
 
 
+def parent(pid: int) -> int:
+    # /proc/PID/stat: "pid (name) state ppid ..."; the name may hold spaces, so split after it.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def trial_processes():
-    """PIDs of Ray workers running a trial on this machine (Ray titles them ray::run_trial)."""
+    """PIDs of this test's Ray workers running a trial (Ray titles them ray::run_trial).
+
+    Only the workers of the cluster this process started: their parent is its raylet, whose
+    parent is this process. Another sweep on the same machine (a study running on Ray beside
+    the tests) has workers of the same title, and they are not this test's to kill.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::run_trial"):
+                if (entry / "cmdline").read_bytes().startswith(b"ray::run_trial") and parent(parent(int(entry.name))) == os.getpid():
                     pids.append(int(entry.name))
-            except OSError:
+            except (OSError, ValueError, IndexError):
                 pass
     return pids
 
