@@ -108,9 +108,10 @@ class DenseConfig:
 
 
 class DenseObjective(nn.Module):
-    """The training loss of ``config.loss`` on logits (N, C, H, W) and the task's target."""
+    """The training loss of ``config.loss`` on logits (N, C, H, W) and the task's target;
+    :meth:`step`, once per optimizer step, advances the smoothing's progress over ``total_steps``."""
 
-    def __init__(self, config: DenseConfig) -> None:
+    def __init__(self, config: DenseConfig, total_steps: int) -> None:
         super().__init__()
         self.config = config
         if config.loss.startswith("resmooth-"):
@@ -118,13 +119,13 @@ class DenseObjective(nn.Module):
             self.criterion: nn.Module = ResidualSmoothingLoss(
                 scheme="full" if graph else config.loss.removeprefix("resmooth-"), distribution=config.distribution,
                 mu=config.mu, b=config.b, alpha=config.alpha, s=config.s, activation=config.activation,
-                operator="global" if graph else "grid", tau=config.tau)
+                operator="global" if graph else "grid", tau=config.tau, total_steps=total_steps)
         else:
             self.criterion = SquaredErrorLoss(activation=config.activation)
 
-    def forward(self, logits: Tensor, target: Tensor, progress: float) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if isinstance(self.criterion, ResidualSmoothingLoss):
-            return self.criterion(logits, target, progress=progress)
+            return self.criterion(logits, target)
         loss = self.criterion(logits, target)
         if self.config.loss == "total-variation":
             loss = loss + self.config.tv_weight * total_variation(prediction(logits, self.config.task)).mean()
@@ -134,6 +135,10 @@ class DenseObjective(nn.Module):
 def prediction(logits: Tensor, task: str) -> Tensor:
     """What the network predicts: the intensity (denoise) or the foreground probability (segment)."""
     return torch.sigmoid(logits) if task == "denoise" else torch.softmax(logits, dim=1)[:, 1:]
+
+    def step(self) -> None:
+        if isinstance(self.criterion, ResidualSmoothingLoss):
+            self.criterion.step()
 
 
 def clean_images(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
@@ -191,7 +196,6 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
     torch.manual_seed(config.seed)
     model = ConvAutoencoder(1, config.out_channels, config.width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    objective = DenseObjective(config)
     clean_train = clean_images(data.train_x, data.mean, data.std)
     clean_test = clean_images(data.test_x, data.mean, data.std)
     noisy_test = corrupt(clean_test, config.noise, config.level,
@@ -199,6 +203,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = -(-len(clean_train) // config.batch_size)
     total, step, losses = config.epochs * steps_per_epoch, 0, []
+    objective = DenseObjective(config, total)
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -209,12 +214,13 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
         epoch_loss = torch.zeros((), device=device)
         for clean, _ in batches(clean_train, data.train_y, config.batch_size, shuffle=True, generator=generator):
             noisy = corrupt(clean, config.noise, config.level, generator)
-            loss = objective(model(noisy), task_target(clean, config), progress=step / total)
+            loss = objective(model(noisy), task_target(clean, config))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the {config.loss} loss became {float(loss)} at step {step}; lower lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            objective.step()
             epoch_loss += loss.detach()
             step += 1
             if bar is not None:

@@ -183,17 +183,19 @@ class Objective(nn.Module):
 
     ``sgd``, ``adam``, ``adagrad`` and ``adaptive-wd`` minimize the squared error of the softmax
     output (the paper's baseline objective, MATH.md section 8); ``resmooth`` its smoothed form;
-    ``sgd-ce`` and ``label-smoothing`` the cross-entropy. ``forward`` returns per-sample losses.
+    ``sgd-ce`` and ``label-smoothing`` the cross-entropy. ``forward`` returns per-sample losses;
+    :meth:`step`, once per optimizer step, advances the smoothing's progress over ``total_steps``.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, total_steps: int) -> None:
         super().__init__()
         self.method = config.method
         self.label_smoothing = config.label_smoothing if config.method == "label-smoothing" else 0.0
         self.smoothing = None
         if config.method == "resmooth":
             self.smoothing = ResidualSmoothingLoss(
-                config.scheme, config.distribution, config.mu, config.b, config.alpha, reduction="none"
+                config.scheme, config.distribution, config.mu, config.b, config.alpha, reduction="none",
+                total_steps=total_steps,
             )
         self.squared_error = SquaredErrorLoss(reduction="none")
 
@@ -201,10 +203,14 @@ class Objective(nn.Module):
     def cross_entropy(self) -> bool:
         return self.method in ("sgd-ce", "label-smoothing")
 
-    def forward(self, logits: Tensor, target: Tensor, progress: float) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.smoothing is not None:
-            return self.smoothing(logits, target, progress)
+            return self.smoothing(logits, target)
         return self.data_term(logits, target, self.label_smoothing)
+
+    def step(self) -> None:
+        if self.smoothing is not None:
+            self.smoothing.step()
 
     def data_term(self, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
         if self.cross_entropy:
@@ -264,11 +270,12 @@ def _environment(device: torch.device) -> dict[str, str]:
             "threads": str(torch.get_num_threads())}
 
 
-def _state(model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, generator: torch.Generator,
            epoch: int, metrics: list[dict[str, Any]], config: Config) -> dict[str, Any]:
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "objective": objective.state_dict(),  # the smoothing's progress schedule
         "generator": generator.get_state(),
         "epoch": epoch,
         "metrics": metrics,
@@ -318,7 +325,9 @@ def train(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
-    objective = Objective(config)
+    steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    objective = Objective(config, total_steps)
     # One generator draws every batch order and augmentation: its state is the data's RNG state.
     generator = torch.Generator(device=device).manual_seed(config.seed)
     metrics: list[dict[str, Any]] = []
@@ -326,14 +335,13 @@ def train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        objective.load_state_dict(checkpoint["objective"])
         generator.set_state(checkpoint["generator"])
         metrics, start_epoch = checkpoint["metrics"], checkpoint["epoch"]
     step_model = torch.compile(model) if config.compile else model
     amp = config.amp and device.type == "cuda"
     fill = data.pad_fill if data.augment else None
 
-    steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -350,15 +358,14 @@ def train(
         correct = torch.zeros((), device=device, dtype=torch.long)
         kappa_sum, scale_sum = 0.0, 0.0
         model.train()
-        for i, (xb, yb) in enumerate(batches(data.train_x, data.train_y, config.batch_size, shuffle=True, generator=generator)):
+        for xb, yb in batches(data.train_x, data.train_y, config.batch_size, shuffle=True, generator=generator):
             if data.augment:
                 xb = augment_batch(xb, generator, fill=fill)
             if device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            progress = (epoch * steps_per_epoch + i) / total_steps
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = step_model(xb)
-            losses = objective(logits, yb, progress)
+            losses = objective(logits, yb)
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -366,10 +373,11 @@ def train(
                 # adaptive-wd's objective is the data term itself: its per-sample losses are Eq. 5's l_i.
                 add_weight_decay_(model.parameters(), adaptive_decay(losses, config.weight_decay, config.nu))
             optimizer.step()
+            objective.step()
             loss_sum += losses.detach().sum()
             correct += (logits.detach().argmax(1) == yb).sum()
             if objective.smoothing is not None:
-                scale_sum += objective.smoothing.last_scale
+                scale_sum += objective.smoothing.last_scale  # a tensor from the schedule: no read-back
                 kappa = objective.smoothing.last_kappa
                 kappa_sum += kappa.mean() if isinstance(kappa, Tensor) else kappa  # no read-back per step
             if bar is not None:
@@ -393,11 +401,11 @@ def train(
                 record["val_acc"] = evaluate(model, objective, data.val_x, data.val_y, config.eval_batch_size, amp)[1]
         elapsed += time.perf_counter() - tic
         record.update(lr=lr, mean_kappa=float(kappa_sum) / steps_per_epoch if objective.smoothing else 0.0,
-                      smoothing_scale=scale_sum / steps_per_epoch if objective.smoothing else 0.0, seconds=elapsed)
+                      smoothing_scale=float(scale_sum) / steps_per_epoch if objective.smoothing else 0.0, seconds=elapsed)
         metrics.append(record)
         if out is not None:
             write_jsonl(out / "metrics.jsonl", metrics)
-            state = _state(model, optimizer, generator, epoch + 1, metrics, config)
+            state = _state(model, optimizer, objective, generator, epoch + 1, metrics, config)
             atomic_write(out / "checkpoint.pt", lambda p: torch.save(state, p))
         if bar is not None:
             bar.set_postfix(test_acc=f"{record.get('test_acc', float('nan')):.2f}", loss=f"{train_loss:.4f}")
