@@ -145,8 +145,8 @@ def _locate(name: str, root: Path, download: bool) -> list[Path]:
         raise DatasetNotFoundError(
             f"dataset {name!r} not found in {root}: missing {', '.join(p.name for p in missing)}.\n"
             f"Expected these files{extracted}, as torchvision lays them out, under {root}:\n{listing}\n"
-            "To get them: pass download=True on a machine with network access, or point --data-root "
-            "or $RESMOOTH_DATA at a folder that holds them."
+            "To get them: pass download=True (--download on the command line) on a machine with network "
+            "access, or point --data-root or $RESMOOTH_DATA at a folder that holds them."
         )
     found = []
     for path, md5 in expected:
@@ -156,7 +156,7 @@ def _locate(name: str, root: Path, download: bool) -> list[Path]:
         if file == path and (actual := _md5(path)) != md5:
             raise DatasetChecksumError(
                 f"{path} has md5 {actual}, but {name!r} expects {md5}: the file is corrupt or not "
-                "the published one; delete it and download it again (download=True)."
+                "the published one; delete it and download it again (download=True, or --download)."
             )
         found.append(file)
     return found

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
+from ._fields import option
 from .annealing import DISTRIBUTIONS
 from .data import batches, load_data
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
@@ -52,27 +53,29 @@ TEST_NOISE_SEED = 2019  # one noisy test set for every run
 class DenseConfig:
     """One dense-output run. Checked at construction; every field's error names the field."""
 
-    task: str = "denoise"
-    noise: str = "gaussian"
-    level: float = 0.5  # the noise's standard deviation, or the salt-and-pepper fraction
-    loss: str = "squared-error"
-    distribution: str = "laplace"
-    mu: float = 0.75
-    b: float = 0.5
-    alpha: float = 1.0
-    s: float = 1.0  # the local scheme's constant scale
-    tau: float = 1.0  # diffusion time of the grid operator
-    tv_weight: float = 0.01
-    threshold: float = 0.1  # silhouette: a pixel brighter than this belongs to the garment
-    width: int = 16
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam
-    subset: float = 0.2  # of the 60,000 training images
-    seed: int = 0
-    data_root: str | None = None
-    device: str = "auto"
-    eval_batch_size: int = 1000
+    task: str = option("denoise", "denoise (a clean image from a noisy one) or segment (the garment's silhouette)", TASKS)
+    noise: str = option("gaussian", "the corruption of the input images", NOISES)
+    level: float = option(0.5, "the noise's standard deviation (intensities in [0, 1]), or the salt-and-pepper fraction")
+    loss: str = option("squared-error", "the training objective", LOSSES)
+    distribution: str = option("laplace", "resmooth: the annealing density of s(t), laplace (Eq. 14) or logistic (Eq. 13)",
+                               DISTRIBUTIONS)
+    mu: float = option(0.75, "resmooth: where s(t) peaks, as a fraction of training")
+    b: float = option(0.5, "resmooth: the scale b > 0 of the annealing density, in units of training progress")
+    alpha: float = option(1.0, "resmooth: the steepness alpha >= 0 of the diffusivity's sigmoid (Eq. 10)")
+    s: float = option(1.0, "resmooth-local: the constant scale s >= 0 of the diffusivity")
+    tau: float = option(1.0, "resmooth-global, -local, -full: the diffusion time tau >= 0 of the grid operator")
+    tv_weight: float = option(0.01, "total-variation: the weight of the output's total variation")
+    threshold: float = option(0.1, "segment: a pixel brighter than this (in [0, 1)) belongs to the garment")
+    width: int = option(16, "the autoencoder's channels at full resolution")
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(128, "images per optimizer step")
+    lr: float = option(1e-3, "Adam's learning rate")
+    subset: float = option(0.2, "the fraction in (0, 1] of the 60,000 training images kept")
+    seed: int = option(0, "the seed of the subset, the initialization, the batch order and the noise")
+    data_root: str | None = option(None, "the folder that holds Fashion-MNIST (default: $RESMOOTH_DATA, else "
+                                   "~/.cache/resmooth/data)")
+    device: str = option("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    eval_batch_size: int = option(1000, "images per evaluation batch")
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
@@ -131,14 +134,14 @@ class DenseObjective(nn.Module):
             loss = loss + self.config.tv_weight * total_variation(prediction(logits, self.config.task)).mean()
         return loss
 
+    def step(self) -> None:
+        if isinstance(self.criterion, ResidualSmoothingLoss):
+            self.criterion.step()
+
 
 def prediction(logits: Tensor, task: str) -> Tensor:
     """What the network predicts: the intensity (denoise) or the foreground probability (segment)."""
     return torch.sigmoid(logits) if task == "denoise" else torch.softmax(logits, dim=1)[:, 1:]
-
-    def step(self) -> None:
-        if isinstance(self.criterion, ResidualSmoothingLoss):
-            self.criterion.step()
 
 
 def clean_images(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
@@ -259,10 +262,12 @@ def study_runs(seeds: int, **overrides: Any) -> list[tuple[str, DenseConfig]]:
             for seed in range(seeds) for task, fields in STUDY_TASKS.items() for loss in LOSSES]
 
 
-def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, **overrides: Any) -> Path:
+def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, download: bool = False,
+                    **overrides: Any) -> Path:
     """Run the chapter's study into ``out`` (resumable: finished runs are skipped) and report it.
 
     ``overrides`` set DenseConfig fields for every run (epochs, subset, data_root, device, ...).
+    ``download`` fetches Fashion-MNIST first when its files are missing.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}")
@@ -283,7 +288,7 @@ def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, **o
         if key not in loaded:
             loaded.clear()
             loaded[key] = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed,
-                                    device=resolve_device(config.device))
+                                    device=resolve_device(config.device), download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
         train_dense(config, out / name, quiet=True, data=loaded[key])

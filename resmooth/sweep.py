@@ -110,10 +110,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = False, data_root: str | None = None,
-              device: str | None = None, executor: str = "local", **ray_options: Any) -> Path:
+              device: str | None = None, executor: str = "local", download: bool = False, **ray_options: Any) -> Path:
     """Run every setting x trial of the sweep file that has not finished yet; return the folder.
 
     ``out`` defaults to ``results/<name>``. ``data_root`` and ``device`` override the file's.
+    ``download`` fetches a dataset whose files are missing (the local executor).
     ``executor="ray"`` runs each trial as a Ray task (see :func:`resmooth.cluster.run_on_ray`,
     which takes ``ray_options``: address, cpus_per_trial, gpus_per_trial, max_retries, shared_fs).
     """
@@ -121,6 +122,9 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
         raise ValueError(f"executor must be one of 'local', 'ray'; got {executor!r}")
     if ray_options and executor != "ray":
         raise ValueError(f"{', '.join(ray_options)} apply to executor='ray' only")
+    if download and executor != "local":
+        raise ValueError("download applies to executor='local' only: fetch the data first (resmooth train --download) "
+                         "where the Ray workers read it")
     sweep = load_sweep(path)
     if data_root is not None:
         sweep.settings = [{**s, "data_root": data_root} for s in sweep.settings]
@@ -148,7 +152,7 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
         key = tuple(getattr(config, f) for f in DATA_FIELDS)
         if key not in loaded:
             loaded.clear()
-            loaded[key] = load_run_data(config)
+            loaded[key] = load_run_data(config, download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
         train(config, out / name, resume=True, quiet=quiet, data=loaded[key])

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
+from ._fields import option
 from .annealing import DISTRIBUTIONS
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
 from .diffusivity import SCHEMES
@@ -54,40 +55,48 @@ class NonFiniteLossError(FloatingPointError):
 class Config:
     """Everything that defines a run. The defaults are the paper's Fashion-MNIST protocol."""
 
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    model: str = "resnet20"
-    method: str = "resmooth"
+    dataset: str = option("fashion-mnist", "the dataset", DATASETS)
+    data_root: str | None = option(None, "the folder that holds the datasets (default: $RESMOOTH_DATA, else ~/.cache/resmooth/data)")
+    model: str = option("resnet20", "the network", tuple(MODELS))
+    method: str = option("resmooth", "the objective and optimizer: sgd (squared error of the softmax, SGD), sgd-ce "
+                         "(cross-entropy), label-smoothing (cross-entropy with smoothed labels), adam and adagrad "
+                         "(squared error), resmooth (residual smoothing, Algorithm 1), adaptive-wd (squared error "
+                         "with per-sample adaptive weight decay, Eq. 5-6)", METHODS)
     # Residual smoothing (Eq. 13-22).
-    scheme: str = "full"
-    distribution: str = "laplace"
-    b: float = 0.5
-    alpha: float = 1.0
-    mu: float = 0.75
+    scheme: str = option("full", "resmooth: the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19)", SCHEMES)
+    distribution: str = option("laplace", "resmooth: the annealing density of the scale s(t), laplace (Eq. 14) or "
+                               "logistic (Eq. 13)", DISTRIBUTIONS)
+    b: float = option(0.5, "resmooth: the scale b > 0 of the annealing density, in units of training progress "
+                      "(s(t) = exp(-|t - mu| / b) for laplace; larger is flatter)")
+    alpha: float = option(1.0, "resmooth: the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized "
+                          "residual (Eq. 10; 0 makes kappa constant)")
+    mu: float = option(0.75, "resmooth: where the annealing scale s(t) peaks, as a fraction of training")
     # Optimization (Sec. 6): lr for the first lr_drop of the epochs, then lr * lr_factor.
-    epochs: int = 48
-    batch_size: int = 128
-    lr: float | None = None
-    lr_drop: float = 0.75
-    lr_factor: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    label_smoothing: float = 0.1
-    nu: float = 1.0  # adaptive-wd: the loss scale of Eq. 5; lambda_0 is weight_decay
+    epochs: int = option(48, "training epochs")
+    batch_size: int = option(128, "images per optimizer step")
+    lr: float | None = option(None, "the learning rate (default: 0.1, or 1e-3 for adam, 1e-2 for adagrad)")
+    lr_drop: float = option(0.75, "the fraction of the epochs after which the learning rate drops to lr * lr_factor")
+    lr_factor: float = option(0.01, "the factor of the learning-rate drop")
+    momentum: float = option(0.9, "SGD's momentum (every method but adam and adagrad)")
+    weight_decay: float = option(1e-3, "the optimizer's L2 weight decay; adaptive-wd: the largest decay lambda_0 of Eq. 5")
+    label_smoothing: float = option(0.1, "label-smoothing: the mass in [0, 1) spread over the other classes")
+    nu: float = option(1.0, "adaptive-wd: the loss scale nu > 0 of Eq. 5 at which the decay saturates")
     # Data.
-    subset: float = 1.0
-    val_fraction: float = 0.0  # held out of the subset
-    val_size: int = 0  # or: this many images from outside the subset (see resmooth.data.load_data)
-    seed: int = 0
+    subset: float = option(1.0, "the fraction in (0, 1] of each class of the training set kept")
+    val_fraction: float = option(0.0, "the fraction in [0, 1) of the kept training images held out for validation")
+    val_size: int = option(0, "validation images drawn from those that --subset leaves out (needs subset < 1; "
+                           "instead of --val-fraction)")
+    seed: int = option(0, "the seed of the initialization, the subset, the batch order and the augmentation")
     # Execution.
-    device: str = "auto"
-    compile: bool = False
-    amp: bool = True  # bf16 autocast, on CUDA only
-    eval_batch_size: int = 500
+    device: str = option("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    compile: bool = option(False, "torch.compile the network")
+    amp: bool = option(True, "bf16 autocast, on CUDA only")
+    eval_batch_size: int = option(500, "images per evaluation batch")
     # Test and validation evaluation every eval_every epochs, and at every epoch of the final
     # window (from the learning-rate drop, or the last 10% if that is longer): what the paper's
     # "max" and "mean" figures and the clean protocol read. 1 evaluates every epoch.
-    eval_every: int = 1
+    eval_every: int = option(1, "evaluate on the test (and validation) set every N epochs, and at every epoch of "
+                             "the final window (from the learning-rate drop, at least the last 10%)")
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -163,10 +172,13 @@ class Config:
 DATA_FIELDS = ("dataset", "data_root", "subset", "val_fraction", "val_size", "seed", "device")
 
 
-def load_run_data(config: Config) -> DeviceData:
-    """The data a run of ``config`` trains on: they depend on :data:`DATA_FIELDS` only."""
+def load_run_data(config: Config, *, download: bool = False) -> DeviceData:
+    """The data a run of ``config`` trains on: they depend on :data:`DATA_FIELDS` only.
+
+    ``download``: fetch the dataset into ``config.data_root`` first when its files are missing.
+    """
     return load_data(config.dataset, config.data_root, subset=config.subset, val_fraction=config.val_fraction,
-                     val_size=config.val_size, seed=config.seed, device=resolve_device(config.device))
+                     val_size=config.val_size, seed=config.seed, device=resolve_device(config.device), download=download)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -167,7 +167,7 @@ def test_missing_data_is_one_clear_error(tmp_path, name, expected):
         load_data(name, tmp_path / "empty")
     message = str(caught.value)
     assert isinstance(caught.value, FileNotFoundError)
-    for part in (repr(name), expected, str(tmp_path / "empty"), "download=True", "--data-root", "$RESMOOTH_DATA"):
+    for part in (repr(name), expected, str(tmp_path / "empty"), "download=True", "--download", "--data-root", "$RESMOOTH_DATA"):
         assert part in message
 
 
