@@ -376,8 +376,7 @@ def augment_batch(
     """
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of images (N, C, H, W); got shape {tuple(x.shape)}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0; got {padding!r}")
+    check_int("padding", padding, 0)
     n = len(x)
     where = generator.device if generator is not None else x.device
     dy = torch.randint(-padding, padding + 1, (n,), generator=generator, device=where)
@@ -397,8 +396,7 @@ def batches(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """(x, y) batches of ``batch_size`` in order, or in a random order drawn from ``generator``
     (on its device, then moved to ``x``'s). The last batch is smaller unless ``drop_last``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     if len(x) != len(y):
         raise ValueError(f"x and y must hold as many samples; got {len(x)} and {len(y)}")
     n = len(x)

@@ -269,8 +269,7 @@ def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, dow
     ``overrides`` set DenseConfig fields for every run (epochs, subset, data_root, device, ...).
     ``download`` fetches Fashion-MNIST first when its files are missing.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}")
+    check_int("seeds", seeds, 1)
     out = Path(out)
     runs = study_runs(seeds, **overrides)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,11 @@ graph Laplacian is ``M I - 1 1^T``: every class touches every other.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
-from ._checks import check_floating, check_real
+from ._checks import check_floating, check_int, check_real
 
 
 def _check_classes(kappa_or_d: Tensor, name: str) -> int:
@@ -70,7 +69,7 @@ def laplacian(u: Tensor, ndim: int) -> Tensor:
     Written as a difference of fluxes, so that the boundary faces carry exactly zero flux.
     """
     check_floating("u", u)
-    if ndim not in (1, 2, 3) or isinstance(ndim, bool):
+    if check_int("ndim", ndim) not in (1, 2, 3):
         raise ValueError(f"ndim must be 1, 2 or 3 (the spatial dims); got {ndim!r}")
     if u.ndim < ndim:
         raise ValueError(f"u must have at least ndim={ndim} dims; got shape {tuple(u.shape)}")
@@ -125,14 +124,12 @@ def heat_diffuse(
     fewest = stable_steps(tau, kappa_max, ndim)
     if steps is None:
         steps = fewest
-    elif isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be a positive integer or None; got {steps!r}")
-    elif steps < fewest:
+    elif check_int("steps", steps, 1) < fewest:
         raise ValueError(
             f"steps={steps} is unstable: dt * max(kappa) = {tau / steps * kappa_max:g} exceeds "
             f"1 / (2 ndim) = {1 / (2 * ndim):g}; use steps >= {fewest} or steps=None"
         )
-    return explicit_euler(u, kappa, tau / int(steps), int(steps), ndim)
+    return explicit_euler(u, kappa, tau / steps, steps, ndim)
 
 
 def explicit_euler(u: Tensor, kappa: Tensor | float, dt: float, steps: int, ndim: int) -> Tensor:

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from ._checks import check_int
 from .paper import TABLES, cell_label, paper_cell
 from .stats import Paired, Summary, paired_difference, summarize_values
 from .train import DATA_FIELDS, Config, atomic_write, load_run_data, train
@@ -56,8 +57,7 @@ class Sweep:
     _named: list[list[str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
-            raise ValueError(f"trials must be an integer >= 1; got {self.trials!r}")
+        check_int("trials", self.trials, 1)
         if self.paper_table is not None and self.paper_table not in TABLES:
             raise ValueError(f"paper_table must be one of {', '.join(map(repr, TABLES))}; got {self.paper_table!r}")
         if "seed" in self.base or any("seed" in block for block in self.grid):

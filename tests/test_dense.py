@@ -76,7 +76,7 @@ def test_autoencoder_shapes_and_errors():
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 2, 28, 28)
     with pytest.raises(ValueError, match="divisible by 4"):
         model(torch.randn(1, 1, 30, 30))
-    with pytest.raises(ValueError, match="width must be a positive integer"):
+    with pytest.raises(ValueError, match="width must be >= 1"):
         ConvAutoencoder(1, 1, width=0)
 
 
