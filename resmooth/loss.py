@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_progress, check_real
 from .annealing import DISTRIBUTIONS, annealing_curve
-from .diffusion import _check_classes, explicit_euler, graph_laplacian, stable_steps
+from .diffusion import GlobalSmoothedNorm, _check_classes, explicit_euler, stable_steps
 from .diffusivity import SCHEMES, diffusivity_map
 from .residual import ACTIVATIONS, difference
 
@@ -236,7 +236,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
         if operator == "global":
             _check_classes(diff.flatten(1), "input")
             flat = kappa.flatten(1) if isinstance(kappa, Tensor) and kappa.ndim else kappa
-            g = _GlobalSmoothedNorm.apply(diff.flatten(1), d.flatten(1), flat)
+            g = GlobalSmoothedNorm.apply(diff.flatten(1), d.flatten(1), flat)
         else:
             steps = self._grid_steps(diff.ndim - 2)
             r = explicit_euler(d, kappa, self.tau / steps, steps, diff.ndim - 2)
@@ -258,45 +258,3 @@ class ResidualSmoothingLoss(_ResidualLoss):
             f"alpha={self.alpha}, s={self.s}, operator={self.operator!r}, tau={self.tau}, "
             f"total_steps={self.total_steps}, " + super().extra_repr()
         )
-
-
-class _GlobalSmoothedNorm(torch.autograd.Function):
-    """``g_i = ||W_i d_i||^2``, ``d = |x|``, for the global operator (Eq. 22), kappa held constant.
-
-    One autograd node in place of about ten. With ``h = 1 / (M - 1)`` and L the complete
-    graph's Laplacian, ``W = I - h diag(kappa) L``; L is symmetric, so
-    ``W^T = I - h L diag(kappa)``, and both products are O(M). This is :func:`~resmooth.smooth_residual` and the squared norm,
-    fused; the tests check it against the dense matrix of Algorithm 1.
-
-    Its backward is made of differentiable operations, so second derivatives are right too
-    (``torch.autograd.gradgradcheck``): under ``create_graph=True`` it recomputes ``r = W |x|``
-    from ``x``, since the ``r`` saved by the forward carries no graph.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, d: Tensor, kappa: Tensor | float) -> Tensor:  # type: ignore[override]
-        h = 1.0 / (x.shape[1] - 1)
-        r = _add_product(d, kappa, graph_laplacian(d), -h)  # W d = d - h kappa L d
-        # kappa needs no gradient: a tensor is saved as one, a number kept as it is.
-        tensor_kappa = isinstance(kappa, Tensor)
-        ctx.h, ctx.kappa = h, None if tensor_kappa else kappa
-        ctx.save_for_backward(x, r, kappa if tensor_kappa else None)
-        return torch.linalg.vector_norm(r, dim=1).square_()
-
-    @staticmethod
-    def backward(ctx, grad_g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        x, r, saved_kappa = ctx.saved_tensors
-        kappa = ctx.kappa if saved_kappa is None else saved_kappa
-        if torch.is_grad_enabled():  # create_graph: r as a function of x, for the second derivative
-            d = x.abs()
-            r = _add_product(d, kappa, graph_laplacian(d), -ctx.h)
-        grad_d = torch.add(r, graph_laplacian(kappa * r), alpha=-ctx.h)  # W^T r = r - h L (kappa r)
-        # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward.
-        return grad_d.mul_(x.sign()).mul_(2 * grad_g.unsqueeze(1)), None, None
-
-
-def _add_product(a: Tensor, kappa: Tensor | float, b: Tensor, value: float) -> Tensor:
-    """``a + value * kappa * b`` in one pass, for a tensor or a number ``kappa``."""
-    if isinstance(kappa, Tensor):
-        return torch.addcmul(a, kappa, b, value=value)
-    return torch.add(a, b, alpha=value * kappa)

@@ -218,12 +218,12 @@ def test_compiled_with_fullgraph_compiles_once_over_a_run(shape, scheme):
 
 
 def test_double_backward_is_right():
-    from resmooth.loss import _GlobalSmoothedNorm
+    from resmooth.diffusion import GlobalSmoothedNorm
 
     x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     kappa = torch.rand(5, 6, dtype=torch.float64)
     for k in (kappa, 0.4):
-        assert torch.autograd.gradgradcheck(lambda x: _GlobalSmoothedNorm.apply(x, x.detach().abs(), k), (x,))
+        assert torch.autograd.gradgradcheck(lambda x: GlobalSmoothedNorm.apply(x, x.detach().abs(), k), (x,))
     # Through the loss (the global scheme's kappa is a constant): the Hessian-vector product.
     z = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, 7, (3,))
