@@ -7,7 +7,8 @@ import dataclasses
 import json
 import sys
 
-from .train import Config, NonFiniteLossError, RunExistsError, load_run_data, train
+from .runfiles import RunExistsError
+from .train import Config, NonFiniteLossError, load_run_data, train
 
 
 def _add_field_arguments(parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...] | None = None,

@@ -42,7 +42,8 @@ from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim,
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
 from .stats import paired_difference, summarize_values
-from .train import RunExistsError, _environment, atomic_write, resolve_device, write_json
+from .runfiles import RunExistsError, atomic_write, environment, write_json
+from .train import resolve_device
 
 TASKS = ("denoise", "segment")
 LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full", "resmooth-graph")
@@ -238,7 +239,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
         **input_metrics(config, noisy_test, clean_test),
         "train_loss": losses,
         "train_seconds": seconds,
-        "environment": _environment(device),
+        "environment": environment(device),
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

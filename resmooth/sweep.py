@@ -39,7 +39,8 @@ import torch
 from ._checks import check_int
 from .paper import TABLES, cell_label, paper_cell
 from .stats import Paired, Summary, paired_difference, summarize_values
-from .train import DATA_FIELDS, Config, atomic_write, load_run_data, train
+from .runfiles import atomic_write
+from .train import DATA_FIELDS, Config, load_run_data, train
 
 SWEEP_KEYS = {"name", "paper_table", "trials", "first_seed", "base", "grid", "description"}
 

@@ -16,10 +16,7 @@ a rename), and a finished run is never overwritten unless ``overwrite=True``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +34,11 @@ from .diffusivity import SCHEMES
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
 from .models import MODELS, build_model
 from .regularization import adaptive_decay, add_weight_decay_
+from .runfiles import RunExistsError, atomic_write, environment, write_json, write_jsonl
 
 METHODS = ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd")
 # The optimizers' usual default learning rates; SGD's is the paper's 0.1.
 DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
-
-
-class RunExistsError(FileExistsError):
-    """The output folder holds a run that would be overwritten."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -241,24 +235,6 @@ def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=decay)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` and rename into place: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write(path, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch_size: int, amp: bool) -> tuple[float, float]:
     """Mean data-term loss and accuracy (in %) of ``model`` on (x, y), in eval mode."""
@@ -272,14 +248,6 @@ def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch
         correct += (logits.argmax(1) == yb).sum()
     model.train()
     return float(loss_sum) / len(x), 100.0 * float(correct) / len(x)
-
-
-def _environment(device: torch.device) -> dict[str, str]:
-    from . import __version__
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"device_name": name, "torch_version": torch.__version__, "resmooth_version": __version__,
-            "threads": str(torch.get_num_threads())}
 
 
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, generator: torch.Generator,
@@ -424,7 +392,7 @@ def train(
     if bar is not None:
         bar.close()
 
-    summary = summarize(config, metrics, _environment(device))
+    summary = summarize(config, metrics, environment(device))
     if out is not None:
         write_json(out / "summary.json", summary)
     return summary

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -12,7 +11,7 @@ from resmooth.data import DeviceData
 from resmooth.dense import LOSSES, STUDY_TASKS, DenseConfig, DenseObjective, dense_report, run_dense_study, study_runs, train_dense
 from resmooth.images import corrupt, intersection_union, psnr, silhouette, ssim, total_variation
 from resmooth.models.autoencoder import ConvAutoencoder
-from resmooth.train import RunExistsError
+from resmooth.runfiles import RunExistsError
 
 F64 = torch.float64
 

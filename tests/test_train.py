@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from resmooth.sweep import load_sweep, report, run_sweep
-from resmooth.train import Config, NonFiniteLossError, Objective, RunExistsError, load_run_data, train
+from resmooth.runfiles import RunExistsError
+from resmooth.train import Config, NonFiniteLossError, Objective, load_run_data, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FASHION = SHARED / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz"
