@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             shown = {k: v for k, v in summary.items() if k != "config"}
             print(json.dumps(shown, indent=2))
         elif args.command == "sweep":
-            from .sweep import report, run_sweep
+            from .report import report
+            from .sweep import run_sweep
 
             ray_options = {}
             if args.executor == "ray":
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             from pathlib import Path
 
             from .dense import STUDY_FILE, dense_report
-            from .sweep import report
+            from .report import report
 
             print(dense_report(args.folder) if (Path(args.folder) / STUDY_FILE).exists() else report(args.folder))
     except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError,

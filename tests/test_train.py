@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from resmooth.sweep import load_sweep, report, run_sweep
+from resmooth.report import report
+from resmooth.sweep import load_sweep, run_sweep
 from resmooth.runfiles import RunExistsError
 from resmooth.train import Config, NonFiniteLossError, Objective, load_run_data, train
 
