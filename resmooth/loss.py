@@ -137,8 +137,6 @@ class ResidualSmoothingLoss(_ResidualLoss):
             a 0-dim float64 tensor from the schedule or a tensor ``progress``, else a number.
     """
 
-    steps_done: Tensor
-
     def __init__(
         self,
         scheme: str = "full",
