@@ -1,13 +1,16 @@
 """The cost of residual smoothing, as ratios measured side by side in one run.
 
 1. Forward + backward of the loss over the squared-error baseline's, for (N, M) = (128, 10),
-   (128, 100), (1024, 1000). Target: at most 2.0.
+   (128, 100), (1024, 1000). Target: at most 2.0. Then the same with both losses under
+   ``torch.compile(fullgraph=True)`` (the loss on its progress schedule, ``validate_args=False``).
+   Target: at most 1.5.
 2. How the loss's cost grows with M at fixed N, against the paper's dense O(M^2) layer: the
    exponent k of time ~ M^k from a log-log fit (1 is linear, 2 quadratic).
 3. One training step of a ResNet20 with the loss over the same step with the baseline.
    Target: at most 1.02 (the paper reports 1.67 for ResNet56 on CIFAR-10: 2.5 h against 1.5 h).
 
 Runs on the CPU, and also on CUDA where present: `python benchmarks/loss_overhead.py`.
+``--quick`` times every case once, to check that the script runs (its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ from resmooth.diffusivity import diffusivity  # noqa: E402
 from resmooth.models import build_model  # noqa: E402
 
 
+SHAPES = [(128, 10), (128, 100), (1024, 1000)]
+# Overrides of every compare()'s repeats, inner and warmup (--quick).
+TIMING: dict[str, int] = {}
+
+
+def timed(fns, device: str, **counts: int) -> dict[str, float]:
+    return compare(fns, device=device, **{**counts, **TIMING})
+
+
 def loss_step(criterion, z: torch.Tensor, y: torch.Tensor, **kw):
     def run():
         z.grad = None
@@ -48,13 +60,33 @@ def loss_ratios(device: str) -> None:
     print(f"\n## Loss forward+backward over the squared-error baseline ({device})")
     print(f"{'N':>6} {'M':>6} {'baseline ms':>12} {'resmooth ms':>12} {'ratio':>6}  target <= 2.0")
     gen = torch.Generator().manual_seed(0)
-    for n, m in [(128, 10), (128, 100), (1024, 1000)]:
+    for n, m in SHAPES:
         z = torch.randn(n, m, generator=gen).to(device).requires_grad_()
         y = torch.randint(0, m, (n,), generator=gen).to(device)
-        times = compare(
+        times = timed(
             {
                 "baseline": loss_step(SquaredErrorLoss(), z, y),
                 "resmooth": loss_step(ResidualSmoothingLoss(), z, y, progress=0.5),
+            },
+            device=device,
+        )
+        ratio = times["resmooth"] / times["baseline"]
+        print(f"{n:>6} {m:>6} {1e3 * times['baseline']:>12.3f} {1e3 * times['resmooth']:>12.3f} {ratio:>6.2f}")
+
+
+def compiled_loss_ratios(device: str) -> None:
+    print(f"\n## Loss forward+backward under torch.compile over the compiled squared error ({device})")
+    print(f"{'N':>6} {'M':>6} {'baseline ms':>12} {'resmooth ms':>12} {'ratio':>6}  target <= 1.5")
+    gen = torch.Generator().manual_seed(0)
+    for n, m in SHAPES:
+        z = torch.randn(n, m, generator=gen).to(device).requires_grad_()
+        y = torch.randint(0, m, (n,), generator=gen).to(device)
+        smoothing = ResidualSmoothingLoss(total_steps=2, validate_args=False).to(device)
+        smoothing.step()  # progress 0.5, from the schedule: one graph for the whole run
+        times = timed(
+            {
+                "baseline": loss_step(torch.compile(SquaredErrorLoss(validate_args=False), fullgraph=True), z, y),
+                "resmooth": loss_step(torch.compile(smoothing, fullgraph=True), z, y),
             },
             device=device,
         )
@@ -71,7 +103,7 @@ def growth(device: str) -> None:
         z = torch.randn(64, m, generator=gen).to(device).requires_grad_()
         y = torch.randint(0, m, (64,), generator=gen).to(device)
         dense = lambda z=z, y=y: dense_loss(z, y, 0.5).backward()  # noqa: E731
-        times = compare(
+        times = timed(
             {"resmooth (O(M))": loss_step(ResidualSmoothingLoss(), z, y, progress=0.5), "dense W (Eq. 22 as written)": dense},
             device=device,
             repeats=7,
@@ -109,7 +141,7 @@ def training_step_ratio(device: str, channels_last: bool) -> None:
         return run
 
     repeats, inner = (20, 5) if device == "cuda" else (12, 1)
-    times = compare(
+    times = timed(
         {"baseline": step(baseline), "resmooth": step(smoothing, progress=0.5)},
         device=device,
         repeats=repeats,
@@ -123,7 +155,10 @@ def training_step_ratio(device: str, channels_last: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, and cuda if present)")
+    parser.add_argument("--quick", action="store_true", help="time every case once: checks that the script runs")
     args = parser.parse_args()
+    if args.quick:
+        TIMING.update(repeats=1, inner=1, warmup=1)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     print(f"resmooth {resmooth.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads")
@@ -131,6 +166,7 @@ def main() -> None:
         if device == "cuda":
             print(f"GPU: {torch.cuda.get_device_name()}")
         loss_ratios(device)
+        compiled_loss_ratios(device)
         growth(device)
         training_step_ratio(device, channels_last=device == "cuda")
 

@@ -4,13 +4,16 @@ The public names of the library, re-exported from the module named after each id
 conventions they follow are fixed in the book's appendix, Conventions and notation.
 """
 
+from importlib.metadata import version
+
 from .annealing import annealing_scale
 from .diffusion import heat_diffuse, laplacian, smooth_residual, smoothing_matrix
 from .diffusivity import diffusivity, scaled_sigmoid
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss, squared_error_loss
 from .residual import normalize_residual, residual
 
-__version__ = "0.1.0"
+# One version, pyproject.toml's, read from the installed package's metadata.
+__version__ = version("resmooth")
 
 __all__ = [
     "ResidualSmoothingLoss",

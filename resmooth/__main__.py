@@ -7,91 +7,115 @@ import dataclasses
 import json
 import sys
 
-from .train import Config, NonFiniteLossError, RunExistsError, train
+from .runfiles import RunExistsError
+from .train import Config, NonFiniteLossError, load_run_data, train
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per Config field, typed and defaulted from the dataclass itself."""
-    for f in dataclasses.fields(Config):
+def _add_field_arguments(parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...] | None = None,
+                         default_from_class: bool = True) -> None:
+    """One --flag per field of the dataclass ``cls`` (or of ``names``), its type, choices and help
+    read from the field itself; without ``default_from_class`` an absent flag is None (no override)."""
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type).split(" ")[0]  # "float | None" -> "float"
+        # argparse formats help with %: a literal % in the field's text must be doubled.
+        text = f.metadata["help"].replace("%", "%%")
+        if "(default:" not in text:  # a field whose default needs words says it itself
+            text += " (default: %(default)s)" if default_from_class else f" (default: {f.default})"
+        default = f.default if default_from_class else None
         if kind == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help="(default: %(default)s)")
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=text)
         else:
             convert = {"int": int, "float": float}.get(kind, str)
-            parser.add_argument(flag, dest=f.name, type=convert, default=f.default, metavar=f.name.upper(), help="(default: %(default)s)")
+            choices = f.metadata.get("choices")
+            parser.add_argument(flag, dest=f.name, type=convert, default=default, choices=choices,
+                                metavar=None if choices else f.name.upper(), help=text)
 
 
-def main(argv: list[str] | None = None) -> int:
+DOWNLOAD_HELP = "download a dataset whose files are missing from the data root (needs network access)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand, its options' help read from the config fields."""
+    from .dense import DenseConfig
+
     parser = argparse.ArgumentParser(prog="python -m resmooth", description="Residual smoothing (Cho, Kwon, Hong, 2019): train, sweep, report.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_train = sub.add_parser("train", help="train one run")
-    _add_config_arguments(p_train)
-    p_train.add_argument("--out", help="folder for metrics.jsonl, checkpoint.pt and summary.json")
+    _add_field_arguments(p_train, Config)
+    p_train.add_argument("--out", help="folder for metrics.jsonl, checkpoint.pt and summary.json (default: keep nothing)")
     p_train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p_train.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    p_train.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p_train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p_sweep = sub.add_parser("sweep", help="run a grid of settings x trials from a TOML file")
-    p_sweep.add_argument("file")
+    p_sweep.add_argument("file", help="the sweep file (TOML: name, trials, [base], [[grid]]; see resmooth.sweep)")
     p_sweep.add_argument("--out", help="results folder (default: results/<name>)")
-    p_sweep.add_argument("--data-root", help="override the data root of every run")
-    p_sweep.add_argument("--device", help="override the device of every run")
-    p_sweep.add_argument("--quiet", action="store_true")
+    p_sweep.add_argument("--data-root", help="override the data root of every run (default: the file's, else $RESMOOTH_DATA)")
+    p_sweep.add_argument("--device", help="override the device of every run: auto, cpu, cuda or cuda:N")
+    p_sweep.add_argument("--download", action="store_true", help=DOWNLOAD_HELP + " (local executor)")
+    p_sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     p_sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                          help="local: one trial after another in this process (default); ray: one Ray task per trial")
     p_sweep.add_argument("--address", help="ray: a running cluster ('auto', or ray://HOST:10001); default: start a local one")
-    p_sweep.add_argument("--cpus-per-trial", type=int, default=1, help="ray: CPUs (and torch threads) per trial")
-    p_sweep.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial")
-    p_sweep.add_argument("--max-retries", type=int, default=2, help="ray: retries of a trial whose worker dies")
+    p_sweep.add_argument("--cpus-per-trial", type=int, default=1, help="ray: CPUs (and torch threads) per trial (default: %(default)s)")
+    p_sweep.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial, may be a fraction (default: %(default)s)")
+    p_sweep.add_argument("--max-retries", type=int, default=2, help="ray: retries of a trial whose worker dies (default: %(default)s)")
     p_sweep.add_argument("--no-shared-fs", dest="shared_fs", action="store_false",
                          help="ray: the workers do not see the driver's disk; trials run in their temp folder")
 
     p_report = sub.add_parser("report", help="aggregate a sweep's (or the dense study's) folder into report.md and report.csv")
-    p_report.add_argument("folder")
+    p_report.add_argument("folder", help="the results folder of a sweep or of the dense study")
 
     p_dense = sub.add_parser("dense", help="the dense-output study of chapter 9: denoising and segmentation, every objective")
     p_dense.add_argument("--out", default="results/dense-study", help="results folder (default: %(default)s)")
-    p_dense.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: %(default)s)")
-    p_dense.add_argument("--epochs", type=int, help="override DenseConfig.epochs")
-    p_dense.add_argument("--subset", type=float, help="override DenseConfig.subset (fraction of the training set)")
-    p_dense.add_argument("--data-root", help="where Fashion-MNIST is (default: $RESMOOTH_DATA)")
-    p_dense.add_argument("--device", help="override DenseConfig.device")
-    p_dense.add_argument("--quiet", action="store_true")
+    p_dense.add_argument("--seeds", type=int, default=3, help="run seeds 0..N-1 (default: %(default)s)")
+    _add_field_arguments(p_dense, DenseConfig, ("epochs", "subset", "data_root", "device"), default_from_class=False)
+    p_dense.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
+    p_dense.add_argument("--quiet", action="store_true", help="no progress messages")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
-            summary = train(Config(**fields), args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+            config = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+            data = load_run_data(config, download=True) if args.download else None
+            summary = train(config, args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, data=data)
             shown = {k: v for k, v in summary.items() if k != "config"}
             print(json.dumps(shown, indent=2))
         elif args.command == "sweep":
-            from .sweep import report, run_sweep
+            from .report import report
+            from .sweep import run_sweep
 
             ray_options = {}
             if args.executor == "ray":
                 ray_options = dict(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                                    max_retries=args.max_retries, shared_fs=args.shared_fs)
             out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
-                            executor=args.executor, **ray_options)
+                            executor=args.executor, download=args.download, **ray_options)
             print(report(out))
         elif args.command == "dense":
             from .dense import run_dense_study
 
             overrides = {k: v for k, v in (("epochs", args.epochs), ("subset", args.subset), ("data_root", args.data_root),
                                            ("device", args.device)) if v is not None}
-            out = run_dense_study(args.out, seeds=args.seeds, quiet=args.quiet, **overrides)
+            out = run_dense_study(args.out, seeds=args.seeds, quiet=args.quiet, download=args.download, **overrides)
             print((out / "report.md").read_text())
         else:
             from pathlib import Path
 
             from .dense import STUDY_FILE, dense_report
-            from .sweep import report
+            from .report import report
 
             print(dense_report(args.folder) if (Path(args.folder) / STUDY_FILE).exists() else report(args.folder))
-    except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError, FloatingPointError) as error:
+    except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError,
+            FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -40,6 +40,11 @@ def annealing_scale(
     mu = check_real("mu", mu)
     b = check_real("b", b, minimum=0.0, strict=True)
     check_choice("distribution", distribution, DISTRIBUTIONS)
+    return annealing_curve(t, mu, b, distribution)
+
+
+def annealing_curve(t: float | Tensor, mu: float, b: float, distribution: str) -> float | Tensor:
+    """:func:`annealing_scale` for checked arguments: no check reads a tensor ``t`` back from its device."""
     z = (t - mu) / b
     # Both densities depend on e = exp(-|z|) alone; sech^2(z / 2) = 4 e / (1 + e)^2 is the form
     # that cannot overflow (cosh does, for |z| > 1420).

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .train import Config, atomic_write, train
+from .runfiles import atomic_write
+from .train import Config, train
 
 RESULT_FILES = ("metrics.jsonl", "summary.json")
 

@@ -145,8 +145,8 @@ def _locate(name: str, root: Path, download: bool) -> list[Path]:
         raise DatasetNotFoundError(
             f"dataset {name!r} not found in {root}: missing {', '.join(p.name for p in missing)}.\n"
             f"Expected these files{extracted}, as torchvision lays them out, under {root}:\n{listing}\n"
-            "To get them: pass download=True on a machine with network access, or point --data-root "
-            "or $RESMOOTH_DATA at a folder that holds them."
+            "To get them: pass download=True (--download on the command line) on a machine with network "
+            "access, or point --data-root or $RESMOOTH_DATA at a folder that holds them."
         )
     found = []
     for path, md5 in expected:
@@ -156,7 +156,7 @@ def _locate(name: str, root: Path, download: bool) -> list[Path]:
         if file == path and (actual := _md5(path)) != md5:
             raise DatasetChecksumError(
                 f"{path} has md5 {actual}, but {name!r} expects {md5}: the file is corrupt or not "
-                "the published one; delete it and download it again (download=True)."
+                "the published one; delete it and download it again (download=True, or --download)."
             )
         found.append(file)
     return found
@@ -376,8 +376,7 @@ def augment_batch(
     """
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of images (N, C, H, W); got shape {tuple(x.shape)}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0; got {padding!r}")
+    check_int("padding", padding, 0)
     n = len(x)
     where = generator.device if generator is not None else x.device
     dy = torch.randint(-padding, padding + 1, (n,), generator=generator, device=where)
@@ -397,8 +396,7 @@ def batches(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """(x, y) batches of ``batch_size`` in order, or in a random order drawn from ``generator``
     (on its device, then moved to ``x``'s). The last batch is smaller unless ``drop_last``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     if len(x) != len(y):
         raise ValueError(f"x and y must hold as many samples; got {len(x)} and {len(y)}")
     n = len(x)

@@ -35,13 +35,15 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
+from ._fields import option
 from .annealing import DISTRIBUTIONS
 from .data import batches, load_data
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
 from .stats import paired_difference, summarize_values
-from .train import RunExistsError, _environment, atomic_write, resolve_device, write_json
+from .runfiles import RunExistsError, atomic_write, environment, write_json
+from .train import resolve_device
 
 TASKS = ("denoise", "segment")
 LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full", "resmooth-graph")
@@ -52,27 +54,29 @@ TEST_NOISE_SEED = 2019  # one noisy test set for every run
 class DenseConfig:
     """One dense-output run. Checked at construction; every field's error names the field."""
 
-    task: str = "denoise"
-    noise: str = "gaussian"
-    level: float = 0.5  # the noise's standard deviation, or the salt-and-pepper fraction
-    loss: str = "squared-error"
-    distribution: str = "laplace"
-    mu: float = 0.75
-    b: float = 0.5
-    alpha: float = 1.0
-    s: float = 1.0  # the local scheme's constant scale
-    tau: float = 1.0  # diffusion time of the grid operator
-    tv_weight: float = 0.01
-    threshold: float = 0.1  # silhouette: a pixel brighter than this belongs to the garment
-    width: int = 16
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam
-    subset: float = 0.2  # of the 60,000 training images
-    seed: int = 0
-    data_root: str | None = None
-    device: str = "auto"
-    eval_batch_size: int = 1000
+    task: str = option("denoise", "denoise (a clean image from a noisy one) or segment (the garment's silhouette)", TASKS)
+    noise: str = option("gaussian", "the corruption of the input images", NOISES)
+    level: float = option(0.5, "the noise's standard deviation (intensities in [0, 1]), or the salt-and-pepper fraction")
+    loss: str = option("squared-error", "the training objective", LOSSES)
+    distribution: str = option("laplace", "resmooth: the annealing density of s(t), laplace (Eq. 14) or logistic (Eq. 13)",
+                               DISTRIBUTIONS)
+    mu: float = option(0.75, "resmooth: where s(t) peaks, as a fraction of training")
+    b: float = option(0.5, "resmooth: the scale b > 0 of the annealing density, in units of training progress")
+    alpha: float = option(1.0, "resmooth: the steepness alpha >= 0 of the diffusivity's sigmoid (Eq. 10)")
+    s: float = option(1.0, "resmooth-local: the constant scale s >= 0 of the diffusivity")
+    tau: float = option(1.0, "resmooth-global, -local, -full: the diffusion time tau >= 0 of the grid operator")
+    tv_weight: float = option(0.01, "total-variation: the weight of the output's total variation")
+    threshold: float = option(0.1, "segment: a pixel brighter than this (in [0, 1)) belongs to the garment")
+    width: int = option(16, "the autoencoder's channels at full resolution")
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(128, "images per optimizer step")
+    lr: float = option(1e-3, "Adam's learning rate")
+    subset: float = option(0.2, "the fraction in (0, 1] of the 60,000 training images kept")
+    seed: int = option(0, "the seed of the subset, the initialization, the batch order and the noise")
+    data_root: str | None = option(None, "the folder that holds Fashion-MNIST (default: $RESMOOTH_DATA, else "
+                                   "~/.cache/resmooth/data)")
+    device: str = option("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    eval_batch_size: int = option(1000, "images per evaluation batch")
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
@@ -108,9 +112,10 @@ class DenseConfig:
 
 
 class DenseObjective(nn.Module):
-    """The training loss of ``config.loss`` on logits (N, C, H, W) and the task's target."""
+    """The training loss of ``config.loss`` on logits (N, C, H, W) and the task's target;
+    :meth:`step`, once per optimizer step, advances the smoothing's progress over ``total_steps``."""
 
-    def __init__(self, config: DenseConfig) -> None:
+    def __init__(self, config: DenseConfig, total_steps: int) -> None:
         super().__init__()
         self.config = config
         if config.loss.startswith("resmooth-"):
@@ -118,17 +123,21 @@ class DenseObjective(nn.Module):
             self.criterion: nn.Module = ResidualSmoothingLoss(
                 scheme="full" if graph else config.loss.removeprefix("resmooth-"), distribution=config.distribution,
                 mu=config.mu, b=config.b, alpha=config.alpha, s=config.s, activation=config.activation,
-                operator="global" if graph else "grid", tau=config.tau)
+                operator="global" if graph else "grid", tau=config.tau, total_steps=total_steps)
         else:
             self.criterion = SquaredErrorLoss(activation=config.activation)
 
-    def forward(self, logits: Tensor, target: Tensor, progress: float) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if isinstance(self.criterion, ResidualSmoothingLoss):
-            return self.criterion(logits, target, progress=progress)
+            return self.criterion(logits, target)
         loss = self.criterion(logits, target)
         if self.config.loss == "total-variation":
             loss = loss + self.config.tv_weight * total_variation(prediction(logits, self.config.task)).mean()
         return loss
+
+    def step(self) -> None:
+        if isinstance(self.criterion, ResidualSmoothingLoss):
+            self.criterion.step()
 
 
 def prediction(logits: Tensor, task: str) -> Tensor:
@@ -191,7 +200,6 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
     torch.manual_seed(config.seed)
     model = ConvAutoencoder(1, config.out_channels, config.width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    objective = DenseObjective(config)
     clean_train = clean_images(data.train_x, data.mean, data.std)
     clean_test = clean_images(data.test_x, data.mean, data.std)
     noisy_test = corrupt(clean_test, config.noise, config.level,
@@ -199,6 +207,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = -(-len(clean_train) // config.batch_size)
     total, step, losses = config.epochs * steps_per_epoch, 0, []
+    objective = DenseObjective(config, total)
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -209,12 +218,13 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
         epoch_loss = torch.zeros((), device=device)
         for clean, _ in batches(clean_train, data.train_y, config.batch_size, shuffle=True, generator=generator):
             noisy = corrupt(clean, config.noise, config.level, generator)
-            loss = objective(model(noisy), task_target(clean, config), progress=step / total)
+            loss = objective(model(noisy), task_target(clean, config))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the {config.loss} loss became {float(loss)} at step {step}; lower lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            objective.step()
             epoch_loss += loss.detach()
             step += 1
             if bar is not None:
@@ -229,7 +239,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
         **input_metrics(config, noisy_test, clean_test),
         "train_loss": losses,
         "train_seconds": seconds,
-        "environment": _environment(device),
+        "environment": environment(device),
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -253,13 +263,14 @@ def study_runs(seeds: int, **overrides: Any) -> list[tuple[str, DenseConfig]]:
             for seed in range(seeds) for task, fields in STUDY_TASKS.items() for loss in LOSSES]
 
 
-def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, **overrides: Any) -> Path:
+def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, download: bool = False,
+                    **overrides: Any) -> Path:
     """Run the chapter's study into ``out`` (resumable: finished runs are skipped) and report it.
 
     ``overrides`` set DenseConfig fields for every run (epochs, subset, data_root, device, ...).
+    ``download`` fetches Fashion-MNIST first when its files are missing.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}")
+    check_int("seeds", seeds, 1)
     out = Path(out)
     runs = study_runs(seeds, **overrides)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,7 +288,7 @@ def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, **o
         if key not in loaded:
             loaded.clear()
             loaded[key] = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed,
-                                    device=resolve_device(config.device))
+                                    device=resolve_device(config.device), download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
         train_dense(config, out / name, quiet=True, data=loaded[key])

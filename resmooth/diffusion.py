@@ -4,18 +4,20 @@ The paper smooths the residual with the heat equation ``du/dtau = kappa * Laplac
 (Eq. 8). On a grid (images, maps) the Laplacian is the finite-difference stencil with a
 zero-flux (Neumann) boundary. For class outputs there is no grid, and the paper's smoothing
 layer (Eq. 22) is one explicit Euler step on the complete graph over the M classes, whose
-graph Laplacian is ``M I - 1 1^T``: every class touches every other.
+graph Laplacian is ``M I - 1 1^T``: every class touches every other. Eq. 22 is here in three
+forms: the dense matrix W (:func:`smoothing_matrix`, for teaching and testing), its O(M)
+product (:func:`smooth_residual`), and the fused autograd node of ``||W d||^2`` that the loss
+trains with (:class:`GlobalSmoothedNorm`).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
-from ._checks import check_floating, check_real
+from ._checks import check_floating, check_int, check_real
 
 
 def _check_classes(kappa_or_d: Tensor, name: str) -> int:
@@ -63,6 +65,49 @@ def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
     return d - kappa * graph_laplacian(d) / (m - 1)
 
 
+class GlobalSmoothedNorm(torch.autograd.Function):
+    """``g_i = ||W_i d_i||^2``, ``d = |x|``, for the global operator (Eq. 22), kappa held constant.
+
+    The loss's form of Eq. 22 in training (:class:`~resmooth.ResidualSmoothingLoss`): one autograd
+    node in place of about ten. With ``h = 1 / (M - 1)`` and L the complete
+    graph's Laplacian, ``W = I - h diag(kappa) L``; L is symmetric, so
+    ``W^T = I - h L diag(kappa)``, and both products are O(M). This is :func:`smooth_residual`
+    and the squared norm, fused; the tests check it against the dense matrix of Algorithm 1.
+
+    Its backward is made of differentiable operations, so second derivatives are right too
+    (``torch.autograd.gradgradcheck``): under ``create_graph=True`` it recomputes ``r = W |x|``
+    from ``x``, since the ``r`` saved by the forward carries no graph.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, d: Tensor, kappa: Tensor | float) -> Tensor:  # type: ignore[override]
+        h = 1.0 / (x.shape[1] - 1)
+        r = _add_product(d, kappa, graph_laplacian(d), -h)  # W d = d - h kappa L d
+        # kappa needs no gradient: a tensor is saved as one, a number kept as it is.
+        tensor_kappa = isinstance(kappa, Tensor)
+        ctx.h, ctx.kappa = h, None if tensor_kappa else kappa
+        ctx.save_for_backward(x, r, kappa if tensor_kappa else None)
+        return torch.linalg.vector_norm(r, dim=1).square_()
+
+    @staticmethod
+    def backward(ctx, grad_g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        x, r, saved_kappa = ctx.saved_tensors
+        kappa = ctx.kappa if saved_kappa is None else saved_kappa
+        if torch.is_grad_enabled():  # create_graph: r as a function of x, for the second derivative
+            d = x.abs()
+            r = _add_product(d, kappa, graph_laplacian(d), -ctx.h)
+        grad_d = torch.add(r, graph_laplacian(kappa * r), alpha=-ctx.h)  # W^T r = r - h L (kappa r)
+        # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward.
+        return grad_d.mul_(x.sign()).mul_(2 * grad_g.unsqueeze(1)), None, None
+
+
+def _add_product(a: Tensor, kappa: Tensor | float, b: Tensor, value: float) -> Tensor:
+    """``a + value * kappa * b`` in one pass, for a tensor or a number ``kappa``."""
+    if isinstance(kappa, Tensor):
+        return torch.addcmul(a, kappa, b, value=value)
+    return torch.add(a, b, alpha=value * kappa)
+
+
 def laplacian(u: Tensor, ndim: int) -> Tensor:
     """Finite-difference Laplacian over the last ``ndim`` dims (1, 2 or 3) of ``u``.
 
@@ -71,7 +116,7 @@ def laplacian(u: Tensor, ndim: int) -> Tensor:
     Written as a difference of fluxes, so that the boundary faces carry exactly zero flux.
     """
     check_floating("u", u)
-    if ndim not in (1, 2, 3) or isinstance(ndim, bool):
+    if check_int("ndim", ndim) not in (1, 2, 3):
         raise ValueError(f"ndim must be 1, 2 or 3 (the spatial dims); got {ndim!r}")
     if u.ndim < ndim:
         raise ValueError(f"u must have at least ndim={ndim} dims; got shape {tuple(u.shape)}")
@@ -126,14 +171,12 @@ def heat_diffuse(
     fewest = stable_steps(tau, kappa_max, ndim)
     if steps is None:
         steps = fewest
-    elif isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be a positive integer or None; got {steps!r}")
-    elif steps < fewest:
+    elif check_int("steps", steps, 1) < fewest:
         raise ValueError(
             f"steps={steps} is unstable: dt * max(kappa) = {tau / steps * kappa_max:g} exceeds "
             f"1 / (2 ndim) = {1 / (2 * ndim):g}; use steps >= {fewest} or steps=None"
         )
-    return explicit_euler(u, kappa, tau / int(steps), int(steps), ndim)
+    return explicit_euler(u, kappa, tau / steps, steps, ndim)
 
 
 def explicit_euler(u: Tensor, kappa: Tensor | float, dt: float, steps: int, ndim: int) -> Tensor:

@@ -10,12 +10,14 @@ the loss).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_progress, check_real
-from .annealing import DISTRIBUTIONS, annealing_scale
-from .diffusion import _check_classes, explicit_euler, graph_laplacian, stable_steps
+from ._checks import check_choice, check_int, check_progress, check_real
+from .annealing import DISTRIBUTIONS, annealing_curve
+from .diffusion import GlobalSmoothedNorm, _check_classes, explicit_euler, stable_steps
 from .diffusivity import SCHEMES, diffusivity_map
 from .residual import ACTIVATIONS, difference
 
@@ -26,10 +28,13 @@ OPERATORS = ("auto", "global", "grid")
 class _ResidualLoss(nn.Module):
     """What both losses share: the activation, the residual (Eq. 9) and the reduction."""
 
-    def __init__(self, activation: str, reduction: str) -> None:
+    def __init__(self, activation: str, reduction: str, validate_args: bool) -> None:
         super().__init__()
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        if not isinstance(validate_args, bool):
+            raise TypeError(f"validate_args must be True or False; got {type(validate_args).__name__}")
+        self.validate_args = validate_args
 
     def _difference(self, input: Tensor, target: Tensor) -> Tensor:
         """``phi(z) - y``; the residual of Eq. 9 is its magnitude."""
@@ -37,7 +42,7 @@ class _ResidualLoss(nn.Module):
         # network are far below bf16's resolution around 1.
         if isinstance(input, Tensor) and input.dtype in (torch.float16, torch.bfloat16):
             input = input.float()
-        return difference(input, target, self.activation)
+        return difference(input, target, self.activation, self.validate_args)
 
     def _reduce(self, g: Tensor) -> Tensor:
         """Reduce the per-sample losses ``g_i`` (Eq. 7)."""
@@ -48,7 +53,7 @@ class _ResidualLoss(nn.Module):
         return g
 
     def extra_repr(self) -> str:
-        return f"activation={self.activation!r}, reduction={self.reduction!r}"
+        return f"activation={self.activation!r}, reduction={self.reduction!r}, validate_args={self.validate_args}"
 
 
 class SquaredErrorLoss(_ResidualLoss):
@@ -58,10 +63,12 @@ class SquaredErrorLoss(_ResidualLoss):
     Args:
         activation: ``"softmax"`` (over dim 1), ``"sigmoid"`` or ``"identity"``.
         reduction: ``"mean"`` over samples of the per-sample sum, ``"sum"``, or ``"none"`` (N,).
+        validate_args: check that class indices lie in [0, M - 1], which reads back from the
+            device; False skips it (for ``torch.compile(fullgraph=True)``).
     """
 
-    def __init__(self, activation: str = "softmax", reduction: str = "mean") -> None:
-        super().__init__(activation, reduction)
+    def __init__(self, activation: str = "softmax", reduction: str = "mean", *, validate_args: bool = True) -> None:
+        super().__init__(activation, reduction, validate_args)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         # |x|^2 = x^2: the magnitude of Eq. 9 needs no computing here.
@@ -78,8 +85,16 @@ def squared_error_loss(
 class ResidualSmoothingLoss(_ResidualLoss):
     """The squared norm of the residual after an adaptive heat diffusion (Algorithm 1).
 
-    A drop-in criterion: ``loss = criterion(logits, target, progress)``, or call
-    :meth:`set_progress` once per step and leave ``progress`` out.
+    A drop-in criterion with its own progress schedule, like a learning-rate scheduler: build it
+    with ``total_steps=N`` (the run's optimizer steps), call :meth:`step` once after each
+    ``optimizer.step()``, and call ``loss = criterion(logits, target)``; the progress is then
+    ``t = steps / total_steps`` (Sec. 4.3, Eq. 13/14). The step count is a buffer, so the
+    criterion's ``state_dict()`` carries it through checkpoints. An explicit
+    ``criterion(logits, target, progress=t)`` takes precedence over the schedule.
+
+    The criterion has no parameters and only per-sample statistics (the normalization of Eq. 18,
+    kappa and the smoothing all run within each sample): under DistributedDataParallel each rank's
+    loss is that of its own samples and needs no communication.
 
     The operator depends on the input's shape (``operator="auto"``):
 
@@ -87,9 +102,15 @@ class ResidualSmoothingLoss(_ResidualLoss):
       over the M classes (O(M) per sample).
     - ``(N, C, *spatial)`` dense outputs, 1 to 3 spatial dims: explicit Euler steps of Eq. 8 with
       the finite-difference Laplacian over the spatial dims (Neumann boundary), to diffusion
-      time ``tau``, in the fewest stable steps. Softmax runs over dim 1 (the channels).
+      time ``tau``, in the fewest steps that are stable for the largest diffusivity of the run
+      (``s(t) <= 1`` peaks at 1; ``s`` for the local scheme), a number fixed at construction.
+      Softmax runs over dim 1 (the channels).
 
     ``operator="global"`` on a dense output treats its C x H x W elements as one vector.
+
+    Under ``torch.compile(criterion, fullgraph=True)``: use the schedule (or a tensor
+    ``progress``), which keeps the graph the same over the run, and ``validate_args=False``,
+    whose checks read values back from the device.
 
     Args:
         scheme: the diffusivity scheme, ``"global"``, ``"local"`` or ``"full"`` (Eq. 15, 17, 19).
@@ -103,13 +124,19 @@ class ResidualSmoothingLoss(_ResidualLoss):
         tau: the grid operator's diffusion time, >= 0 (the global operator is the paper's single
             smoothing layer, Eq. 22).
         reduction: ``"mean"`` over samples of ``g_i``, ``"sum"``, or ``"none"`` (N,).
+        total_steps: the optimizer steps of the run, >= 1, for the progress schedule; None: every
+            call passes ``progress`` (schemes ``"global"`` and ``"full"``).
+        validate_args: check that class indices lie in [0, M - 1] and a tensor ``progress`` in
+            [0, 1]; both checks read back from the device (a host sync per call). False skips
+            them, for ``torch.compile(fullgraph=True)`` and CUDA graphs.
 
     Attributes:
-        progress: the training progress used when ``forward`` gets none.
+        steps_done: the optimizer steps counted by :meth:`step` (a 0-dim int64 buffer).
         last_kappa: the diffusivity of the last call, detached (a tensor, or a number for the
-            global scheme, whose kappa is the same everywhere).
+            global scheme at a number ``progress``, whose kappa is the same everywhere).
         mean_kappa: its mean, as a float (for logging).
-        last_scale: the annealing scale ``s(t)`` of the last call (``s`` for the local scheme).
+        last_scale: the annealing scale ``s(t)`` of the last call (``s`` for the local scheme):
+            a 0-dim float64 tensor from the schedule or a tensor ``progress``, else a number.
     """
 
     def __init__(
@@ -124,8 +151,11 @@ class ResidualSmoothingLoss(_ResidualLoss):
         operator: str = "auto",
         tau: float = 1.0,
         reduction: str = "mean",
+        *,
+        total_steps: int | None = None,
+        validate_args: bool = True,
     ) -> None:
-        super().__init__(activation, reduction)
+        super().__init__(activation, reduction, validate_args)
         self.scheme = check_choice("scheme", scheme, SCHEMES)
         self.distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
         self.mu = check_real("mu", mu)
@@ -134,20 +164,43 @@ class ResidualSmoothingLoss(_ResidualLoss):
         self.s = check_real("s", s, minimum=0.0)
         self.operator = check_choice("operator", operator, OPERATORS)
         self.tau = check_real("tau", tau, minimum=0.0)
-        self.progress: float | None = None
-        self.last_scale: float | None = None
+        self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, 1)
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self._warned_past_end = False
+        self.last_scale: Tensor | float | None = None
         self.last_kappa: Tensor | float | None = None
 
-    def set_progress(self, t: float) -> None:
-        """Set the training progress in [0, 1] (iterations done / total iterations)."""
-        self.progress = self._check_progress(t)
+    def step(self) -> None:
+        """Advance the progress schedule by one optimizer step (call it after ``optimizer.step()``).
 
-    @staticmethod
-    def _check_progress(t: float | Tensor) -> float:
+        Past ``total_steps`` the progress stays at 1 (with one warning): the count reads back from
+        the buffer's device, free on the CPU, where the criterion stays unless moved.
+        """
+        if self.total_steps is None:
+            raise ValueError("step() needs the schedule's length: construct ResidualSmoothingLoss(..., total_steps=N)")
+        self.steps_done.add_(1)
+        if not self._warned_past_end and int(self.steps_done) > self.total_steps:
+            warnings.warn(
+                f"step() was called more than total_steps={self.total_steps} times; the progress stays at 1.0",
+                stacklevel=2,
+            )
+            self._warned_past_end = True
+
+    def progress(self) -> Tensor:
+        """The schedule's progress ``min(steps_done, total_steps) / total_steps``, a 0-dim float64 tensor."""
+        if self.total_steps is None:
+            raise ValueError(
+                f"progress is required by scheme={self.scheme!r}: pass forward(..., progress=t) with t in [0, 1], "
+                "or construct with total_steps=N and call step() once per optimizer step"
+            )
+        # float64, as the quotient of two integers in Python: the trainers' progress exactly.
+        return self.steps_done.clamp(max=self.total_steps).to(torch.float64) / self.total_steps
+
+    def _check_progress(self, t: float | Tensor) -> float | Tensor:
         if isinstance(t, Tensor):
             if t.numel() != 1:
                 raise ValueError(f"progress must be a single number in [0, 1]; got a tensor of shape {tuple(t.shape)}")
-            t = float(t)
+            return check_progress("progress", t) if self.validate_args else t.reshape(())
         return float(check_progress("progress", t))
 
     @property
@@ -156,20 +209,15 @@ class ResidualSmoothingLoss(_ResidualLoss):
         kappa = self.last_kappa
         return float(kappa.mean()) if isinstance(kappa, Tensor) else kappa
 
-    def scale(self, t: float | None) -> float:
-        """The diffusivity's scale at progress ``t``: ``s(t)``, or the constant ``s`` (local)."""
+    def scale(self, t: float | Tensor | None = None) -> float | Tensor:
+        """The diffusivity's scale ``s(t)`` at progress ``t`` (None: the schedule's), or the constant ``s`` (local)."""
         if self.scheme == "local":
             return self.s
-        if t is None:
-            raise ValueError(
-                f"progress is required by scheme={self.scheme!r}: pass forward(..., progress=t) "
-                "or call set_progress(t) with t in [0, 1]"
-            )
-        return float(annealing_scale(t, mu=self.mu, b=self.b, distribution=self.distribution))
+        t = self.progress() if t is None else self._check_progress(t)
+        return annealing_curve(t, self.mu, self.b, self.distribution)
 
     def forward(self, input: Tensor, target: Tensor, progress: float | Tensor | None = None) -> Tensor:
-        t = self.progress if progress is None else self._check_progress(progress)
-        scale = self.scale(t)
+        scale = self.scale(progress)
         diff = self._difference(input, target)
         operator = self.operator
         if operator == "auto":
@@ -187,53 +235,26 @@ class ResidualSmoothingLoss(_ResidualLoss):
         self.last_kappa = kappa
         if operator == "global":
             _check_classes(diff.flatten(1), "input")
-            flat = kappa.flatten(1) if isinstance(kappa, Tensor) else kappa
-            g = _GlobalSmoothedNorm.apply(diff.flatten(1), d.flatten(1), flat)
+            flat = kappa.flatten(1) if isinstance(kappa, Tensor) and kappa.ndim else kappa
+            g = GlobalSmoothedNorm.apply(diff.flatten(1), d.flatten(1), flat)
         else:
-            # kappa <= scale everywhere (and scale / 2 for the global scheme), so the step count
-            # follows from the scale alone, with no read-back of kappa from the device.
-            ndim = diff.ndim - 2
-            bound = scale / 2 if self.scheme == "global" else scale
-            steps = stable_steps(self.tau, bound, ndim)
-            r = explicit_euler(d, kappa, self.tau / steps, steps, ndim)
+            steps = self._grid_steps(diff.ndim - 2)
+            r = explicit_euler(d, kappa, self.tau / steps, steps, diff.ndim - 2)
             g = r.square().flatten(1).sum(dim=1)
         return self._reduce(g)
+
+    def _grid_steps(self, ndim: int) -> int:
+        """The fewest stable Euler steps for the run's largest kappa, with no read-back of kappa.
+
+        kappa <= s(t) <= 1 (the annealing scale peaks at 1), or <= s (local), and half of it for
+        the global scheme: one number for the whole run, so that a compiled graph never changes.
+        """
+        bound = self.s if self.scheme == "local" else 1.0
+        return stable_steps(self.tau, bound / 2 if self.scheme == "global" else bound, ndim)
 
     def extra_repr(self) -> str:
         return (
             f"scheme={self.scheme!r}, distribution={self.distribution!r}, mu={self.mu}, b={self.b}, "
             f"alpha={self.alpha}, s={self.s}, operator={self.operator!r}, tau={self.tau}, "
-            + super().extra_repr()
+            f"total_steps={self.total_steps}, " + super().extra_repr()
         )
-
-
-class _GlobalSmoothedNorm(torch.autograd.Function):
-    """``g_i = ||W_i d_i||^2``, ``d = |x|``, for the global operator (Eq. 22), kappa held constant.
-
-    One autograd node in place of about ten. With ``h = 1 / (M - 1)`` and L the complete
-    graph's Laplacian, ``W = I - h diag(kappa) L``; L is symmetric, so
-    ``W^T = I - h L diag(kappa)``, and both products are O(M). This is :func:`~resmooth.smooth_residual` and the squared norm,
-    fused; the tests check it against the dense matrix of Algorithm 1.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, d: Tensor, kappa: Tensor | float) -> Tensor:  # type: ignore[override]
-        h = 1.0 / (x.shape[1] - 1)
-        r = _add_product(d, kappa, graph_laplacian(d), -h)  # W d = d - h kappa L d
-        ctx.h, ctx.kappa = h, kappa  # kappa needs no gradient: kept as it is, not saved
-        ctx.save_for_backward(x, r)
-        return torch.linalg.vector_norm(r, dim=1).square_()
-
-    @staticmethod
-    def backward(ctx, grad_g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        x, r = ctx.saved_tensors
-        grad_d = torch.add(r, graph_laplacian(ctx.kappa * r), alpha=-ctx.h)  # W^T r = r - h L (kappa r)
-        # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward.
-        return grad_d.mul_(x.sign()).mul_(2 * grad_g.unsqueeze(1)), None, None
-
-
-def _add_product(a: Tensor, kappa: Tensor | float, b: Tensor, value: float) -> Tensor:
-    """``a + value * kappa * b`` in one pass, for a tensor or a number ``kappa``."""
-    if isinstance(kappa, Tensor):
-        return torch.addcmul(a, kappa, b, value=value)
-    return torch.add(a, b, alpha=value * kappa)

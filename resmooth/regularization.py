@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ._checks import check_real
@@ -20,6 +21,11 @@ from ._checks import check_real
 def adaptive_decay(per_sample_loss: Tensor, lambda0: float, nu: float) -> Tensor:
     """Eq. 5 averaged over the batch: ``mean_i lambda_0 (1 - exp(-l_i / nu))``, detached.
 
+    When ``torch.distributed`` is initialized (DistributedDataParallel), the batch is every
+    rank's: the ranks' means are averaged (one all-reduce), so that every replica adds the same
+    decay and the replicas stay equal. That is the global batch's mean when the ranks hold
+    batches of equal size, as DistributedSampler makes them.
+
     Args:
         per_sample_loss: ``l_i``, shape (N,), >= 0.
         lambda0: the largest decay, >= 0 (reached for a large loss).
@@ -27,7 +33,12 @@ def adaptive_decay(per_sample_loss: Tensor, lambda0: float, nu: float) -> Tensor
     """
     lambda0 = check_real("lambda0", lambda0, minimum=0.0)
     nu = check_real("nu", nu, minimum=0.0, strict=True)
-    return lambda0 * (-torch.expm1(-per_sample_loss.detach() / nu)).mean()
+    decay = lambda0 * (-torch.expm1(-per_sample_loss.detach() / nu)).mean()
+    if dist.is_available() and dist.is_initialized():
+        # SUM then divide: gloo has no ReduceOp.AVG.
+        dist.all_reduce(decay, op=dist.ReduceOp.SUM)
+        decay /= dist.get_world_size()
+    return decay
 
 
 @torch.no_grad()

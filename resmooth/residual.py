@@ -25,12 +25,13 @@ def activate(z: Tensor, activation: str) -> Tensor:
     return z
 
 
-def dense_target(target: Tensor, input: Tensor) -> Tensor:
+def dense_target(target: Tensor, input: Tensor, validate_args: bool = True) -> Tensor:
     """The target as a tensor shaped like ``input``.
 
     Class indices, shaped like ``input`` without dim 1 ((N,) for (N, M) input, ``(N, *spatial)``
     for ``(N, C, *spatial)`` input), become one-hot along dim 1. A floating target must already
-    have the input's shape.
+    have the input's shape. ``validate_args=False`` skips the check that the indices lie in
+    [0, M - 1], which reads back from the device.
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
@@ -50,7 +51,7 @@ def dense_target(target: Tensor, input: Tensor) -> Tensor:
             f"{tuple(input.shape)}; got {tuple(target.shape)}"
         )
     num_classes = input.shape[1]
-    if target.numel() and bool(((target < 0) | (target >= num_classes)).any()):
+    if validate_args and target.numel() and bool(((target < 0) | (target >= num_classes)).any()):
         raise ValueError(
             f"target holds class indices outside [0, {num_classes - 1}] "
             f"(input has {num_classes} classes along dim 1)"
@@ -59,8 +60,11 @@ def dense_target(target: Tensor, input: Tensor) -> Tensor:
     return torch.zeros_like(input).scatter_(1, target.long().unsqueeze(1), 1.0)
 
 
-def difference(input: Tensor, target: Tensor, activation: str = "softmax") -> Tensor:
-    """``phi(input) - target``, the signed residual, whose magnitude is Eq. 9's ``d``."""
+def difference(input: Tensor, target: Tensor, activation: str = "softmax", validate_args: bool = True) -> Tensor:
+    """``phi(input) - target``, the signed residual, whose magnitude is Eq. 9's ``d``.
+
+    ``validate_args=False`` skips the range check of class indices (see :func:`dense_target`).
+    """
     check_floating("input", input)
     if input.ndim < 2:
         raise ValueError(f"input must be (N, M) or (N, C, *spatial); got shape {tuple(input.shape)}")
@@ -69,7 +73,7 @@ def difference(input: Tensor, target: Tensor, activation: str = "softmax") -> Te
             "activation='softmax' over a single channel is 1 everywhere (the loss is constant and its "
             "gradient 0); use activation='sigmoid' or 'identity' for one-channel outputs"
         )
-    y = dense_target(target, input)
+    y = dense_target(target, input, validate_args)
     return activate(input, activation) - y
 
 

@@ -1,4 +1,4 @@
-"""Grids of configs times trials, from a TOML file, and the tables that aggregate them.
+"""Grids of configs times trials, from a TOML file, run locally or on Ray (:mod:`resmooth.report` aggregates them).
 
 A sweep file (read with ``tomllib``: data only, never code)::
 
@@ -21,8 +21,6 @@ a run whose summary.json exists is skipped, so a sweep can be stopped and starte
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import os
@@ -36,9 +34,10 @@ from typing import Any
 
 import torch
 
-from .paper import TABLES, cell_label, paper_cell
-from .stats import Paired, Summary, paired_difference, summarize_values
-from .train import DATA_FIELDS, Config, atomic_write, load_run_data, train
+from ._checks import check_int
+from .paper import TABLES
+from .runfiles import atomic_write
+from .train import DATA_FIELDS, Config, load_run_data, train
 
 SWEEP_KEYS = {"name", "paper_table", "trials", "first_seed", "base", "grid", "description"}
 
@@ -56,8 +55,7 @@ class Sweep:
     _named: list[list[str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
-            raise ValueError(f"trials must be an integer >= 1; got {self.trials!r}")
+        check_int("trials", self.trials, 1)
         if self.paper_table is not None and self.paper_table not in TABLES:
             raise ValueError(f"paper_table must be one of {', '.join(map(repr, TABLES))}; got {self.paper_table!r}")
         if "seed" in self.base or any("seed" in block for block in self.grid):
@@ -110,10 +108,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = False, data_root: str | None = None,
-              device: str | None = None, executor: str = "local", **ray_options: Any) -> Path:
+              device: str | None = None, executor: str = "local", download: bool = False, **ray_options: Any) -> Path:
     """Run every setting x trial of the sweep file that has not finished yet; return the folder.
 
     ``out`` defaults to ``results/<name>``. ``data_root`` and ``device`` override the file's.
+    ``download`` fetches a dataset whose files are missing (the local executor).
     ``executor="ray"`` runs each trial as a Ray task (see :func:`resmooth.cluster.run_on_ray`,
     which takes ``ray_options``: address, cpus_per_trial, gpus_per_trial, max_retries, shared_fs).
     """
@@ -121,6 +120,9 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
         raise ValueError(f"executor must be one of 'local', 'ray'; got {executor!r}")
     if ray_options and executor != "ray":
         raise ValueError(f"{', '.join(ray_options)} apply to executor='ray' only")
+    if download and executor != "local":
+        raise ValueError("download applies to executor='local' only: fetch the data first (resmooth train --download) "
+                         "where the Ray workers read it")
     sweep = load_sweep(path)
     if data_root is not None:
         sweep.settings = [{**s, "data_root": data_root} for s in sweep.settings]
@@ -148,7 +150,7 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
         key = tuple(getattr(config, f) for f in DATA_FIELDS)
         if key not in loaded:
             loaded.clear()
-            loaded[key] = load_run_data(config)
+            loaded[key] = load_run_data(config, download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
         train(config, out / name, resume=True, quiet=quiet, data=loaded[key])
@@ -167,189 +169,3 @@ def _log_invocation(out: Path, sweep: Sweep, todo: int, executor: str) -> None:
     }
     with open(out / "invocations.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-METRICS = ("max_test_acc", "last10_mean_test_acc", "final_test_acc", "final_val_acc")
-
-
-def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """The finished runs' summaries under ``folder``, grouped by setting."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(Path(folder).glob("*/seed-*/summary.json")):
-        groups.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
-    return groups
-
-
-def report(folder: str | Path, *, write: bool = True) -> str:
-    """Aggregate a sweep's folder into Markdown (returned) and, with ``write``, report.md and report.csv.
-
-    One row per setting: mean ± 95% t-interval over trials of each metric. Where the sweep names
-    a paper table, a second table puts the paper's cells beside ours, each cell taking the best
-    of our settings that map to it (by mean "max", as the paper chose on its test set).
-    """
-    folder = Path(folder)
-    groups = collect(folder)
-    if not groups:
-        raise FileNotFoundError(f"no finished runs (*/seed-*/summary.json) under {folder}")
-    sweep_file = folder / "sweep.toml"
-    sweep = load_sweep(sweep_file) if sweep_file.exists() else None
-    metrics = [m for m in METRICS if all(m in r for runs in groups.values() for r in runs)]
-    rows = []
-    for setting, runs in groups.items():
-        rows.append({"setting": setting, "trials": len(runs), **{m: summarize_values([r[m] for r in runs]) for m in metrics}})
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["setting", "trials"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci95")])
-    for row in rows:
-        writer.writerow([row["setting"], row["trials"]] + [f"{getattr(row[m], s):.4f}" for m in metrics for s in ("mean", "std", "ci95")])
-
-    title = sweep.name if sweep else folder.name
-    lines = [f"# {title}", "", "Mean ± half-width of the 95% t-interval over trials, test accuracy in %.", ""]
-    lines.append("| setting | trials | " + " | ".join(metrics) + " |")
-    lines.append("|---|---:|" + "---:|" * len(metrics))
-    for row in rows:
-        lines.append(f"| {row['setting']} | {row['trials']} | " + " | ".join(str(row[m]) for m in metrics) + " |")
-    if sweep is not None and sweep.paper_table:
-        comparison = paper_comparison(sweep.paper_table, groups)
-        lines += ["", *comparison] if comparison else []
-    paired = {protocol: compare(groups, protocol) for protocol in PROTOCOLS}
-    paired = {protocol: rows for protocol, rows in paired.items() if rows}
-    for protocol, rows in paired.items():
-        lines += ["", *paired_table(protocol, rows)]
-    text = "\n".join(lines) + "\n"
-    if write:
-        atomic_write(folder / "report.md", lambda p: p.write_text(text))
-        atomic_write(folder / "report.csv", lambda p: p.write_text(buffer.getvalue()))
-        if paired:
-            atomic_write(folder / "paired.csv", lambda p: p.write_text(paired_csv(paired)))
-    return text
-
-
-# What makes a method a method; what the grid searches tune within it; what does not change results.
-FAMILY_FIELDS = ("method", "scheme", "distribution")
-TUNED_FIELDS = ("weight_decay", "b", "alpha", "mu", "nu", "label_smoothing", "lr")
-TUNED_BY = {"resmooth": ("b", "alpha", "mu", "weight_decay"), "adaptive-wd": ("nu", "weight_decay"),
-            "label-smoothing": ("label_smoothing", "weight_decay")}
-RUN_FIELDS = ("seed", "device", "data_root", "eval_batch_size")
-BASELINE = "sgd"
-# protocol: (metric the setting is chosen by, metric reported). "paper": Sec. 6, the best epoch
-# on the test set, settings chosen on the test set. "clean": settings chosen on the validation
-# split, the test set read once, at the last epoch.
-PROTOCOLS = {"paper": ("max_test_acc", "max_test_acc"), "clean": ("final_val_acc", "final_test_acc")}
-
-
-def family(config: dict[str, Any]) -> str:
-    """A method's name: ``sgd``, or ``resmooth-full-laplace`` (the scheme and distribution are part of it)."""
-    if config["method"] == "resmooth":
-        return "-".join(str(config[k]) for k in FAMILY_FIELDS)
-    return config["method"]
-
-
-def cell(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """What a comparison holds fixed: every field that is not the method, its tuning, or the run's seed and place."""
-    ignored = set(FAMILY_FIELDS) | set(TUNED_FIELDS) | set(RUN_FIELDS)
-    return tuple((k, v) for k, v in config.items() if k not in ignored)
-
-
-def _cell_names(cells: list[tuple[tuple[str, Any], ...]]) -> dict[tuple, str]:
-    """Name each cell by the fields that differ between cells ("all" when there is one)."""
-    varied = [k for k, _ in cells[0] if len({repr(dict(c)[k]) for c in cells}) > 1] if cells else []
-    return {c: ",".join(f"{k}={_fmt(dict(c)[k])}" for k in varied) or "all" for c in cells}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    cell: str
-    family: str
-    setting: str
-    chosen_from: int
-    result: Summary
-    paired: Paired | None  # against the baseline's chosen setting, seed by seed; None for the baseline
-
-
-def compare(groups: dict[str, list[dict[str, Any]]], protocol: str) -> list[Comparison]:
-    """Per cell and family, the setting the protocol chooses, and its paired difference to the chosen baseline.
-
-    Empty when the runs lack a metric the protocol needs (no validation split for "clean").
-    """
-    choose_by, metric = PROTOCOLS[protocol]
-    if not all(choose_by in r and metric in r for runs in groups.values() for r in runs):
-        return []
-    cells: dict[tuple, dict[str, list[tuple[str, list[dict[str, Any]]]]]] = {}
-    for setting, runs in groups.items():
-        config = runs[0]["config"]
-        cells.setdefault(cell(config), {}).setdefault(family(config), []).append((setting, runs))
-    names = _cell_names(list(cells))
-    rows = []
-    for key, families in sorted(cells.items(), key=lambda item: names[item[0]]):
-        name = names[key]
-        chosen = {fam: max(options, key=lambda o: summarize_values([r[choose_by] for r in o[1]]).mean)
-                  for fam, options in families.items()}
-        base = chosen.get(BASELINE)
-        base_by_seed = {r["config"]["seed"]: r[metric] for r in base[1]} if base else {}
-        for fam in sorted(chosen, key=lambda f: (f != BASELINE, f)):
-            setting, runs = chosen[fam]
-            paired = None
-            if fam != BASELINE and base:
-                seeds = sorted(set(base_by_seed) & {r["config"]["seed"] for r in runs})
-                by_seed = {r["config"]["seed"]: r[metric] for r in runs}
-                if seeds:
-                    paired = paired_difference([by_seed[k] for k in seeds], [base_by_seed[k] for k in seeds])
-            config = runs[0]["config"]
-            tuned = ",".join(f"{k}={_fmt(config[k])}" for k in TUNED_BY.get(config["method"], ("weight_decay", "lr"))
-                             if len({repr(o[1][0]["config"][k]) for options in families.values() for o in options}) > 1) or "-"
-            rows.append(Comparison(name, fam, tuned, len(families[fam]), summarize_values([r[metric] for r in runs]), paired))
-    return rows
-
-
-def paired_table(protocol: str, rows: list[Comparison]) -> list[str]:
-    choose_by, metric = PROTOCOLS[protocol]
-    lines = [f"## Paired against the best {BASELINE} ({protocol} protocol: chosen by {choose_by}, reporting {metric})", "",
-             "Difference = method - baseline on the same seeds (same subset, initialization and batch order), "
-             "with a 95% percentile-bootstrap interval over seeds and the exact two-sided sign test.", "",
-             "| cell | method | chosen setting | of | accuracy | difference [95% bootstrap] | wins-losses | sign-test p |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        p = row.paired
-        diff = (str(p), f"{p.wins}-{p.losses}", f"{p.p:.3f}") if p else ("(baseline)", "", "")
-        lines.append(f"| {row.cell} | {row.family} | {row.setting} | {row.chosen_from} | {row.result} | " + " | ".join(diff) + " |")
-    return lines
-
-
-def paired_csv(paired: dict[str, list[Comparison]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["protocol", "cell", "method", "setting", "chosen_from", "trials", "mean", "ci95",
-                     "diff_mean", "diff_low", "diff_high", "wins", "losses", "sign_p"])
-    for protocol, rows in paired.items():
-        for r in rows:
-            p = r.paired
-            extra = [f"{p.mean:.4f}", f"{p.low:.4f}", f"{p.high:.4f}", p.wins, p.losses, f"{p.p:.4f}"] if p else [""] * 6
-            writer.writerow([protocol, r.cell, r.family, r.setting, r.chosen_from, r.result.n, f"{r.result.mean:.4f}",
-                             f"{r.result.ci95:.4f}", *extra])
-    return buffer.getvalue()
-
-
-def paper_comparison(table: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
-    best: dict[tuple, tuple[str, list[dict[str, Any]]]] = {}
-    for setting, runs in groups.items():
-        key = paper_cell(table, runs[0]["config"])
-        if key is None:
-            continue
-        score = summarize_values([r["max_test_acc"] for r in runs]).mean
-        if key not in best or score > summarize_values([r["max_test_acc"] for r in best[key][1]]).mean:
-            best[key] = (setting, runs)
-    if not best:
-        return []
-    lines = [f"## Beside the paper's {table.replace('table', 'Table ')}", "",
-             "Our best setting per cell (chosen by mean max over trials, as the paper chose on its test set).", "",
-             "| cell | paper max | ours max | paper mean | ours mean | our setting | trials |", "|---|---:|---:|---:|---:|---|---:|"]
-    for key, (paper_max, paper_mean) in TABLES[table].items():
-        if key not in best:
-            continue
-        setting, runs = best[key]
-        ours_max = summarize_values([r["max_test_acc"] for r in runs])
-        ours_mean = summarize_values([r["last10_mean_test_acc"] for r in runs])
-        lines.append(f"| {cell_label(key)} | {paper_max:.2f} | {ours_max} | {paper_mean:.2f} | {ours_mean} | {setting} | {len(runs)} |")
-    return lines

@@ -19,10 +19,7 @@ a rename), and a finished run is never overwritten unless ``overwrite=True``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,20 +30,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
+from ._fields import option
 from .annealing import DISTRIBUTIONS
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
 from .diffusivity import SCHEMES
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
 from .models import MODELS, build_model
 from .regularization import adaptive_decay, add_weight_decay_
+from .runfiles import RunExistsError, atomic_write, environment, write_json, write_jsonl
 
 METHODS = ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd")
 # The optimizers' usual default learning rates; SGD's is the paper's 0.1.
 DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
-
-
-class RunExistsError(FileExistsError):
-    """The output folder holds a run that would be overwritten."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -57,40 +52,48 @@ class NonFiniteLossError(FloatingPointError):
 class Config:
     """Everything that defines a run. The defaults are the paper's Fashion-MNIST protocol."""
 
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    model: str = "resnet20"
-    method: str = "resmooth"
+    dataset: str = option("fashion-mnist", "the dataset", DATASETS)
+    data_root: str | None = option(None, "the folder that holds the datasets (default: $RESMOOTH_DATA, else ~/.cache/resmooth/data)")
+    model: str = option("resnet20", "the network", tuple(MODELS))
+    method: str = option("resmooth", "the objective and optimizer: sgd (squared error of the softmax, SGD), sgd-ce "
+                         "(cross-entropy), label-smoothing (cross-entropy with smoothed labels), adam and adagrad "
+                         "(squared error), resmooth (residual smoothing, Algorithm 1), adaptive-wd (squared error "
+                         "with per-sample adaptive weight decay, Eq. 5-6)", METHODS)
     # Residual smoothing (Eq. 13-22).
-    scheme: str = "full"
-    distribution: str = "laplace"
-    b: float = 0.5
-    alpha: float = 1.0
-    mu: float = 0.75
+    scheme: str = option("full", "resmooth: the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19)", SCHEMES)
+    distribution: str = option("laplace", "resmooth: the annealing density of the scale s(t), laplace (Eq. 14) or "
+                               "logistic (Eq. 13)", DISTRIBUTIONS)
+    b: float = option(0.5, "resmooth: the scale b > 0 of the annealing density, in units of training progress "
+                      "(s(t) = exp(-|t - mu| / b) for laplace; larger is flatter)")
+    alpha: float = option(1.0, "resmooth: the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized "
+                          "residual (Eq. 10; 0 makes kappa constant)")
+    mu: float = option(0.75, "resmooth: where the annealing scale s(t) peaks, as a fraction of training")
     # Optimization (Sec. 6): lr for the first lr_drop of the epochs, then lr * lr_factor.
-    epochs: int = 48
-    batch_size: int = 128
-    lr: float | None = None
-    lr_drop: float = 0.75
-    lr_factor: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    label_smoothing: float = 0.1
-    nu: float = 1.0  # adaptive-wd: the loss scale of Eq. 5; lambda_0 is weight_decay
+    epochs: int = option(48, "training epochs")
+    batch_size: int = option(128, "images per optimizer step")
+    lr: float | None = option(None, "the learning rate (default: 0.1, or 1e-3 for adam, 1e-2 for adagrad)")
+    lr_drop: float = option(0.75, "the fraction of the epochs after which the learning rate drops to lr * lr_factor")
+    lr_factor: float = option(0.01, "the factor of the learning-rate drop")
+    momentum: float = option(0.9, "SGD's momentum (every method but adam and adagrad)")
+    weight_decay: float = option(1e-3, "the optimizer's L2 weight decay; adaptive-wd: the largest decay lambda_0 of Eq. 5")
+    label_smoothing: float = option(0.1, "label-smoothing: the mass in [0, 1) spread over the other classes")
+    nu: float = option(1.0, "adaptive-wd: the loss scale nu > 0 of Eq. 5 at which the decay saturates")
     # Data.
-    subset: float = 1.0
-    val_fraction: float = 0.0  # held out of the subset
-    val_size: int = 0  # or: this many images from outside the subset (see resmooth.data.load_data)
-    seed: int = 0
+    subset: float = option(1.0, "the fraction in (0, 1] of each class of the training set kept")
+    val_fraction: float = option(0.0, "the fraction in [0, 1) of the kept training images held out for validation")
+    val_size: int = option(0, "validation images drawn from those that --subset leaves out (needs subset < 1; "
+                           "instead of --val-fraction)")
+    seed: int = option(0, "the seed of the initialization, the subset, the batch order and the augmentation")
     # Execution.
-    device: str = "auto"
-    compile: bool = False
-    amp: bool = True  # bf16 autocast, on CUDA only
-    eval_batch_size: int = 500
+    device: str = option("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    compile: bool = option(False, "torch.compile the network")
+    amp: bool = option(True, "bf16 autocast, on CUDA only")
+    eval_batch_size: int = option(500, "images per evaluation batch")
     # Test and validation evaluation every eval_every epochs, and at every epoch of the final
     # window (from the learning-rate drop, or the last 10% if that is longer): what the paper's
     # "max" and "mean" figures and the clean protocol read. 1 evaluates every epoch.
-    eval_every: int = 1
+    eval_every: int = option(1, "evaluate on the test (and validation) set every N epochs, and at every epoch of "
+                             "the final window (from the learning-rate drop, at least the last 10%)")
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -166,10 +169,13 @@ class Config:
 DATA_FIELDS = ("dataset", "data_root", "subset", "val_fraction", "val_size", "seed", "device")
 
 
-def load_run_data(config: Config) -> DeviceData:
-    """The data a run of ``config`` trains on: they depend on :data:`DATA_FIELDS` only."""
+def load_run_data(config: Config, *, download: bool = False) -> DeviceData:
+    """The data a run of ``config`` trains on: they depend on :data:`DATA_FIELDS` only.
+
+    ``download``: fetch the dataset into ``config.data_root`` first when its files are missing.
+    """
     return load_data(config.dataset, config.data_root, subset=config.subset, val_fraction=config.val_fraction,
-                     val_size=config.val_size, seed=config.seed, device=resolve_device(config.device))
+                     val_size=config.val_size, seed=config.seed, device=resolve_device(config.device), download=download)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -186,18 +192,20 @@ class Objective(nn.Module):
 
     ``sgd``, ``adam``, ``adagrad`` and ``adaptive-wd`` minimize the squared error of the softmax
     output (the paper's baseline objective; the book's appendix, Conventions and notation: the
-    loss); ``resmooth`` its smoothed form;
-    ``sgd-ce`` and ``label-smoothing`` the cross-entropy. ``forward`` returns per-sample losses.
+    loss); ``resmooth`` its smoothed form; ``sgd-ce`` and ``label-smoothing`` the cross-entropy.
+    ``forward`` returns per-sample losses; :meth:`step`, once per optimizer step, advances the
+    smoothing's progress over ``total_steps``.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, total_steps: int) -> None:
         super().__init__()
         self.method = config.method
         self.label_smoothing = config.label_smoothing if config.method == "label-smoothing" else 0.0
         self.smoothing = None
         if config.method == "resmooth":
             self.smoothing = ResidualSmoothingLoss(
-                config.scheme, config.distribution, config.mu, config.b, config.alpha, reduction="none"
+                config.scheme, config.distribution, config.mu, config.b, config.alpha, reduction="none",
+                total_steps=total_steps,
             )
         self.squared_error = SquaredErrorLoss(reduction="none")
 
@@ -205,10 +213,14 @@ class Objective(nn.Module):
     def cross_entropy(self) -> bool:
         return self.method in ("sgd-ce", "label-smoothing")
 
-    def forward(self, logits: Tensor, target: Tensor, progress: float) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.smoothing is not None:
-            return self.smoothing(logits, target, progress)
+            return self.smoothing(logits, target)
         return self.data_term(logits, target, self.label_smoothing)
+
+    def step(self) -> None:
+        if self.smoothing is not None:
+            self.smoothing.step()
 
     def data_term(self, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
         if self.cross_entropy:
@@ -227,24 +239,6 @@ def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=decay)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` and rename into place: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write(path, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch_size: int, amp: bool) -> tuple[float, float]:
     """Mean data-term loss and accuracy (in %) of ``model`` on (x, y), in eval mode."""
@@ -260,19 +254,12 @@ def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch
     return float(loss_sum) / len(x), 100.0 * float(correct) / len(x)
 
 
-def _environment(device: torch.device) -> dict[str, str]:
-    from . import __version__
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"device_name": name, "torch_version": torch.__version__, "resmooth_version": __version__,
-            "threads": str(torch.get_num_threads())}
-
-
-def _state(model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, generator: torch.Generator,
            epoch: int, metrics: list[dict[str, Any]], config: Config) -> dict[str, Any]:
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "objective": objective.state_dict(),  # the smoothing's progress schedule
         "generator": generator.get_state(),
         "epoch": epoch,
         "metrics": metrics,
@@ -322,7 +309,9 @@ def train(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
-    objective = Objective(config)
+    steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    objective = Objective(config, total_steps)
     # One generator draws every batch order and augmentation: its state is the data's RNG state.
     generator = torch.Generator(device=device).manual_seed(config.seed)
     metrics: list[dict[str, Any]] = []
@@ -330,14 +319,13 @@ def train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        objective.load_state_dict(checkpoint["objective"])
         generator.set_state(checkpoint["generator"])
         metrics, start_epoch = checkpoint["metrics"], checkpoint["epoch"]
     step_model = torch.compile(model) if config.compile else model
     amp = config.amp and device.type == "cuda"
     fill = data.pad_fill if data.augment else None
 
-    steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -354,15 +342,14 @@ def train(
         correct = torch.zeros((), device=device, dtype=torch.long)
         kappa_sum, scale_sum = 0.0, 0.0
         model.train()
-        for i, (xb, yb) in enumerate(batches(data.train_x, data.train_y, config.batch_size, shuffle=True, generator=generator)):
+        for xb, yb in batches(data.train_x, data.train_y, config.batch_size, shuffle=True, generator=generator):
             if data.augment:
                 xb = augment_batch(xb, generator, fill=fill)
             if device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            progress = (epoch * steps_per_epoch + i) / total_steps
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = step_model(xb)
-            losses = objective(logits, yb, progress)
+            losses = objective(logits, yb)
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -370,10 +357,11 @@ def train(
                 # adaptive-wd's objective is the data term itself: its per-sample losses are Eq. 5's l_i.
                 add_weight_decay_(model.parameters(), adaptive_decay(losses, config.weight_decay, config.nu))
             optimizer.step()
+            objective.step()
             loss_sum += losses.detach().sum()
             correct += (logits.detach().argmax(1) == yb).sum()
             if objective.smoothing is not None:
-                scale_sum += objective.smoothing.last_scale
+                scale_sum += objective.smoothing.last_scale  # a tensor from the schedule: no read-back
                 kappa = objective.smoothing.last_kappa
                 kappa_sum += kappa.mean() if isinstance(kappa, Tensor) else kappa  # no read-back per step
             if bar is not None:
@@ -397,18 +385,18 @@ def train(
                 record["val_acc"] = evaluate(model, objective, data.val_x, data.val_y, config.eval_batch_size, amp)[1]
         elapsed += time.perf_counter() - tic
         record.update(lr=lr, mean_kappa=float(kappa_sum) / steps_per_epoch if objective.smoothing else 0.0,
-                      smoothing_scale=scale_sum / steps_per_epoch if objective.smoothing else 0.0, seconds=elapsed)
+                      smoothing_scale=float(scale_sum) / steps_per_epoch if objective.smoothing else 0.0, seconds=elapsed)
         metrics.append(record)
         if out is not None:
             write_jsonl(out / "metrics.jsonl", metrics)
-            state = _state(model, optimizer, generator, epoch + 1, metrics, config)
+            state = _state(model, optimizer, objective, generator, epoch + 1, metrics, config)
             atomic_write(out / "checkpoint.pt", lambda p: torch.save(state, p))
         if bar is not None:
             bar.set_postfix(test_acc=f"{record.get('test_acc', float('nan')):.2f}", loss=f"{train_loss:.4f}")
     if bar is not None:
         bar.close()
 
-    summary = summarize(config, metrics, _environment(device))
+    summary = summarize(config, metrics, environment(device))
     if out is not None:
         write_json(out / "summary.json", summary)
     return summary

@@ -1,5 +1,6 @@
 """The loss against a literal Algorithm 1, its gradients, and its behaviour on bad input."""
 
+import io
 import math
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import requires_cuda
-from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, heat_diffuse, squared_error_loss
+from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, annealing_scale, heat_diffuse, squared_error_loss
 
 
 def algorithm_1(z, labels, t, scheme, distribution, mu, b, alpha, s=1.0):
@@ -92,8 +93,10 @@ def test_grid_operator_diffuses_each_channel_over_space():
     target = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     loss = ResidualSmoothingLoss(scheme="local", alpha=0.0, s=0.5, activation="identity", tau=2.0, reduction="none")
     # alpha = 0: kappa = s / 2 everywhere, a constant-coefficient heat flow to time tau. The loss
-    # takes its step count from the bound kappa <= s (no read-back from the device): 4 steps.
-    r = heat_diffuse((z - target).abs(), 0.25, 2.0, ndim=2, steps=4)
+    # takes its step count from the bound kappa <= s (no read-back from the device), the fewest
+    # that keep dt * s <= 1 / (2 ndim).
+    steps = math.ceil(2.0 * 0.5 * 2 * 2)
+    r = heat_diffuse((z - target).abs(), 0.25, 2.0, ndim=2, steps=steps)
     torch.testing.assert_close(loss(z, target), r.square().sum((1, 2, 3)))
 
 
@@ -130,16 +133,102 @@ def test_per_sample_losses_do_not_depend_on_the_batch(n, seed, scheme):
     torch.testing.assert_close(mean, whole.mean())
 
 
-def test_progress_set_once_or_per_call_and_mean_kappa_is_logged():
-    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
-    loss = ResidualSmoothingLoss()
+def test_the_schedule_steps_progress_like_a_learning_rate_scheduler():
+    z, y = torch.randn(4, 10, dtype=torch.float64), torch.randint(0, 10, (4,))
+    loss = ResidualSmoothingLoss(total_steps=8)
     assert loss.mean_kappa is None
-    loss.set_progress(0.75)
-    a = loss(z, y)
-    assert loss.last_scale == pytest.approx(1.0)
+    for k in range(8):
+        torch.testing.assert_close(loss(z, y), loss(z, y, progress=k / 8), rtol=0, atol=0)
+        assert float(loss.last_scale) == annealing_scale(k / 8)  # the trainers' float64 progress
+        loss.step()
     assert 0 < loss.mean_kappa < 1
-    torch.testing.assert_close(a, loss(z, y, progress=0.75))
-    assert not torch.equal(a, loss(z, y, progress=0.0))
+    # An explicit progress takes precedence over the schedule.
+    assert not torch.equal(loss(z, y, progress=0.0), loss(z, y))
+
+
+def test_the_schedule_survives_a_checkpoint_round_trip():
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    loss = ResidualSmoothingLoss(total_steps=10)
+    for _ in range(7):
+        loss.step()
+    buffer = io.BytesIO()
+    torch.save(loss.state_dict(), buffer)
+    buffer.seek(0)
+    restored = ResidualSmoothingLoss(total_steps=10)
+    assert int(restored.steps_done) == 0
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert int(restored.steps_done) == 7
+    torch.testing.assert_close(restored(z, y), loss(z, y, progress=0.7), rtol=0, atol=0)
+
+
+def test_stepping_past_the_end_clamps_to_one_and_warns_once():
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    loss = ResidualSmoothingLoss(total_steps=2)
+    loss.step()
+    loss.step()  # the end: progress 1, no warning
+    with pytest.warns(UserWarning, match="more than total_steps=2 times") as record:
+        loss.step()
+        loss.step()
+    assert len(record) == 1
+    assert int(loss.steps_done) == 4
+    torch.testing.assert_close(loss(z, y), loss(z, y, progress=1.0), rtol=0, atol=0)
+
+
+def test_the_schedule_needs_its_length():
+    with pytest.raises(ValueError, match="step\\(\\) needs the schedule's length"):
+        ResidualSmoothingLoss().step()
+    with pytest.raises(ValueError, match="total_steps must be >= 1"):
+        ResidualSmoothingLoss(total_steps=0)
+    with pytest.raises(TypeError, match="total_steps must be an integer"):
+        ResidualSmoothingLoss(total_steps=10.0)
+
+
+def _count_compilations():
+    calls = []
+
+    def backend(gm, example_inputs):
+        calls.append(gm)
+        return gm.forward
+
+    return backend, calls
+
+
+@pytest.mark.parametrize("shape", [(16, 10), (4, 3, 8, 8)], ids=["classes", "grid"])
+@pytest.mark.parametrize("scheme", ["global", "full"])
+def test_compiled_with_fullgraph_compiles_once_over_a_run(shape, scheme):
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=g)
+    eager = ResidualSmoothingLoss(scheme, total_steps=20, validate_args=False)
+    criterion = ResidualSmoothingLoss(scheme, total_steps=20, validate_args=False)
+    backend, calls = _count_compilations()
+    compiled = torch.compile(criterion, fullgraph=True, backend=backend)
+    for _ in range(20):
+        z = torch.randn(shape, generator=g, requires_grad=True)
+        value = compiled(z, target)
+        value.backward()
+        torch.testing.assert_close(value, eager(z, target))
+        criterion.step()
+        eager.step()
+    assert len(calls) == 1
+    # A tensor progress does not recompile either.
+    for t in (0.1, 0.6):
+        compiled(torch.randn(shape, generator=g), target, torch.tensor(t, dtype=torch.float64))
+    assert len(calls) == 2  # one graph for the schedule, one for a given progress
+
+
+def test_double_backward_is_right():
+    from resmooth.diffusion import GlobalSmoothedNorm
+
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    kappa = torch.rand(5, 6, dtype=torch.float64)
+    for k in (kappa, 0.4):
+        assert torch.autograd.gradgradcheck(lambda x: GlobalSmoothedNorm.apply(x, x.detach().abs(), k), (x,))
+    # Through the loss (the global scheme's kappa is a constant): the Hessian-vector product.
+    z = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 7, (3,))
+    loss = ResidualSmoothingLoss("global")
+    assert torch.autograd.gradgradcheck(lambda z: loss(z, y, progress=0.5), (z,))
 
 
 def test_half_precision_logits_give_a_float32_loss():
@@ -190,7 +279,7 @@ def test_bad_calls_name_the_argument():
         with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
             loss(z, y, t)
         with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
-            loss.set_progress(t)
+            loss(z, y, torch.tensor(t))
     with pytest.raises(ValueError, match="M = 2"):
         ResidualSmoothingLoss(activation="sigmoid")(torch.randn(4, 1), torch.rand(4, 1), 0.5)
     with pytest.raises(ValueError, match=r"target of class indices must have shape \(4,\)"):
@@ -201,6 +290,11 @@ def test_bad_calls_name_the_argument():
         loss(z, torch.tensor([0, 1, 2, 10]), 0.5)
     with pytest.raises(ValueError, match=r"class indices outside \[0, 9\]"):
         loss(z, torch.tensor([0, -1, 2, 3]), 0.5)
+    # Skipping the checks that read back from the device is a choice made at construction.
+    unchecked = ResidualSmoothingLoss(validate_args=False)
+    assert torch.isfinite(unchecked(z, torch.tensor([0, 1, 2, 3]), torch.tensor(0.5)))
+    with pytest.raises(TypeError, match="validate_args must be True or False"):
+        ResidualSmoothingLoss(validate_args=1)
     with pytest.raises(TypeError, match="input must be a floating-point tensor"):
         loss(torch.ones(4, 10, dtype=torch.long), y, 0.5)
     with pytest.raises(ValueError, match="operator='grid' needs input of shape"):
@@ -232,7 +326,7 @@ def test_bad_arguments_to_the_functions():
         heat_diffuse(torch.rand(8, 8), 1.0, 1.0, 2, steps=1)
     with pytest.raises(ValueError, match="kappa must be >= 0"):
         heat_diffuse(torch.rand(8, 8), -torch.ones(8, 8), 1.0, 2)
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
         heat_diffuse(torch.rand(8, 8), 1.0, 1.0, 2, steps=0)
 
 

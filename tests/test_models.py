@@ -6,7 +6,11 @@ import math
 import pytest
 import torch
 
+from resmooth import heat_diffuse, laplacian
+from resmooth.data import augment_batch, batches
+from resmooth.dense import run_dense_study
 from resmooth.models import MODELS, DenseNetBC, ResNet, build_model, count_parameters
+from resmooth.models.autoencoder import ConvAutoencoder
 
 
 def resnet_parameters(n: int, num_classes: int, in_channels: int, w: int = 16) -> int:
@@ -175,3 +179,24 @@ def test_densenet_is_configurable():
     assert model.fc.in_features == 24 + 3 * 6 * 12
     with torch.no_grad():
         assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "make,name",
+    [
+        (lambda: ResNet(20.0), "depth"),
+        (lambda: ResNet(20, width=True), "width"),
+        (lambda: DenseNetBC(depth=40.0), "depth"),
+        (lambda: DenseNetBC(growth=12.0), "growth"),
+        (lambda: ConvAutoencoder(1, 1, width=4.0), "width"),
+        (lambda: next(batches(torch.zeros(2, 1), torch.zeros(2), 1.0, shuffle=False)), "batch_size"),
+        (lambda: augment_batch(torch.zeros(2, 1, 4, 4), padding=1.0), "padding"),
+        (lambda: heat_diffuse(torch.rand(4, 4), 0.1, 1.0, 2, steps=2.0), "steps"),
+        (lambda: laplacian(torch.rand(4, 4), 2.0), "ndim"),
+        (lambda: run_dense_study("unused", seeds=1.0), "seeds"),
+    ],
+)
+def test_integer_arguments_are_one_check_everywhere(make, name):
+    # resmooth._checks.check_int: a non-integer is a TypeError that names the argument.
+    with pytest.raises(TypeError, match=f"{name} must be an integer; got float|{name} must be an integer; got bool"):
+        make()

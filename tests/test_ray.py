@@ -13,7 +13,8 @@ import torch
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'resmooth[ray]')")
 
 from resmooth.cluster import trial_folder  # noqa: E402
-from resmooth.sweep import collect, report, run_sweep  # noqa: E402
+from resmooth.report import collect, report  # noqa: E402
+from resmooth.sweep import run_sweep  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

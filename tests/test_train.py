@@ -1,6 +1,7 @@
 """The trainer: configs, files, resume after a kill, overwrite protection, sweeps and reports."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resmooth.sweep import load_sweep, report, run_sweep
-from resmooth.train import Config, NonFiniteLossError, Objective, RunExistsError, train
+from resmooth.report import report
+from resmooth.sweep import load_sweep, run_sweep
+from resmooth.runfiles import RunExistsError
+from resmooth.train import Config, NonFiniteLossError, Objective, load_run_data, train
 
 # The real data only through $RESMOOTH_DATA (the Makefile sets it); unset, the test that needs it skips.
 DATA_ROOT = os.environ.get("RESMOOTH_DATA")
@@ -95,6 +98,8 @@ def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
     # The checkpoint holds data only: it loads with weights_only=True.
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2
+    # ... with the smoothing's progress schedule: every step of the two epochs counted.
+    assert int(state["objective"]["smoothing.steps_done"]) == 2 * math.ceil(len(load_run_data(config).train_x) / config.batch_size)
     before = (tmp_path / "summary.json").read_bytes()
     with pytest.raises(RunExistsError, match="finished run"):
         train(config, tmp_path, quiet=True)
@@ -115,9 +120,9 @@ def test_every_method_trains(tmp_path):
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     forward = Objective.forward
 
-    def poisoned(self, logits, target, progress):
-        losses = forward(self, logits, target, progress)
-        return losses * float("nan") if progress >= 0.5 else losses
+    def poisoned(self, logits, target):
+        losses = forward(self, logits, target)
+        return losses * float("nan") if self.smoothing.progress() >= 0.5 else losses
 
     monkeypatch.setattr(Objective, "forward", poisoned)
     with pytest.raises(NonFiniteLossError, match="epoch 2: the run stops, and the checkpoint of epoch 1"):

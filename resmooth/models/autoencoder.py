@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .._checks import check_int
+
 
 def _block(layer: nn.Module, channels: int) -> nn.Sequential:
     return nn.Sequential(layer, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
@@ -26,8 +28,7 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 16) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            check_int(name, value, 1)
         w = width
         self.encoder = nn.Sequential(
             _block(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), w),

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .resnet import he_init
 
 NUM_BLOCKS = 3
@@ -68,10 +69,9 @@ class DenseNetBC(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+        if check_int("depth", depth) < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6m + 4 with m >= 1 (40, 100, 190, 250, ...); got {depth!r}")
-        if isinstance(growth, bool) or not isinstance(growth, int) or growth < 1:
-            raise ValueError(f"growth must be an integer >= 1; got {growth!r}")
+        check_int("growth", growth, 1)
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must lie in (0, 1]; got {compression!r}")
         layers_per_block = (depth - 4) // 6

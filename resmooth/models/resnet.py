@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
+
 WIDTH = 16  # channels of the first stage in He et al.'s CIFAR ResNets
 
 
@@ -72,10 +74,9 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = WIDTH) -> None:
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        if check_int("depth", depth) < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 20, 32, 44, 56, 110, ...); got {depth!r}")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer; got {width!r}")
+        check_int("width", width, 1)
         n = (depth - 2) // 6
         widths = (width, 2 * width, 4 * width)
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)

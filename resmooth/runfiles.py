@@ -1,0 +1,47 @@
+"""A run's files: written atomically, never overwritten by mistake, with the environment they came from.
+
+Shared by every runner (:mod:`resmooth.train`, :mod:`resmooth.dense`, :mod:`resmooth.sweep`,
+:mod:`resmooth.cluster`): a file is written to a temporary name and renamed into place, so a
+reader (or a run killed mid-write) never sees half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class RunExistsError(FileExistsError):
+    """The output folder holds a run that would be overwritten."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` and rename into place: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write(path, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """What a run's summary records of where it ran: the device, the versions, the threads."""
+    from . import __version__
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device_name": name, "torch_version": torch.__version__, "resmooth_version": __version__,
+            "threads": str(torch.get_num_threads())}
