@@ -319,7 +319,9 @@ def train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        objective.load_state_dict(checkpoint["objective"])
+        # A checkpoint from before the schedule was saved holds whole epochs: its count follows.
+        done = torch.tensor(checkpoint["epoch"] * steps_per_epoch)
+        objective.load_state_dict(checkpoint.get("objective") or {k: done for k in objective.state_dict()})
         generator.set_state(checkpoint["generator"])
         metrics, start_epoch = checkpoint["metrics"], checkpoint["epoch"]
     step_model = torch.compile(model) if config.compile else model

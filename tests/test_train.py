@@ -82,6 +82,38 @@ def test_sparse_evaluation_covers_the_final_window_and_changes_nothing_else():
     assert sparse["best_epoch"] in (2, 4) and full["max_test_acc"] >= sparse["max_test_acc"]
 
 
+def test_a_checkpoint_without_the_schedule_resumes_to_the_same_run(tmp_path, monkeypatch):
+    # Checkpoints written before the progress schedule was saved in them hold no "objective":
+    # resuming one counts the schedule's steps from the epochs done.
+    import resmooth.train as trainer
+
+    config = Config(**{**TINY, "model": "resnet8-w8"}, epochs=3, method="resmooth")
+    train(config, tmp_path / "whole", quiet=True)
+
+    class Stop(Exception):
+        pass
+
+    written = []
+    real_write = trainer.atomic_write
+
+    def stop_after_two_checkpoints(path, write):
+        real_write(path, write)
+        written.append(path.name)
+        if written.count("checkpoint.pt") == 2:
+            raise Stop
+
+    monkeypatch.setattr(trainer, "atomic_write", stop_after_two_checkpoints)
+    with pytest.raises(Stop):
+        train(config, tmp_path / "cut", quiet=True)
+    monkeypatch.setattr(trainer, "atomic_write", real_write)
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and int(state["objective"]["smoothing.steps_done"]) > 0
+    del state["objective"]
+    torch.save(state, tmp_path / "cut" / "checkpoint.pt")
+    train(config, tmp_path / "cut", resume=True, quiet=True)
+    assert without_time(read_metrics(tmp_path / "cut")) == without_time(read_metrics(tmp_path / "whole"))
+
+
 def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
     config = Config(**TINY, epochs=2, method="resmooth", val_fraction=0.2)
     summary = train(config, tmp_path, quiet=True)
