@@ -56,40 +56,27 @@ def dense_loss(z: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
     return (w @ d.unsqueeze(-1)).squeeze(-1).square().sum(1).mean()
 
 
-def loss_ratios(device: str) -> None:
-    print(f"\n## Loss forward+backward over the squared-error baseline ({device})")
-    print(f"{'N':>6} {'M':>6} {'baseline ms':>12} {'resmooth ms':>12} {'ratio':>6}  target <= 2.0")
+def eager_losses(z, y, device):
+    return {"baseline": loss_step(SquaredErrorLoss(), z, y),
+            "resmooth": loss_step(ResidualSmoothingLoss(), z, y, progress=0.5)}
+
+
+def compiled_losses(z, y, device):
+    smoothing = ResidualSmoothingLoss(total_steps=2, validate_args=False).to(device)
+    smoothing.step()  # progress 0.5, from the schedule: one graph for the whole run
+    return {"baseline": loss_step(torch.compile(SquaredErrorLoss(validate_args=False), fullgraph=True), z, y),
+            "resmooth": loss_step(torch.compile(smoothing, fullgraph=True), z, y)}
+
+
+def loss_ratios(device: str, title: str, target: float, losses) -> None:
+    """The loss over the squared error at each of SHAPES; ``losses(z, y, device)`` makes the pair."""
+    print(f"\n## {title} ({device})")
+    print(f"{'N':>6} {'M':>6} {'baseline ms':>12} {'resmooth ms':>12} {'ratio':>6}  target <= {target}")
     gen = torch.Generator().manual_seed(0)
     for n, m in SHAPES:
         z = torch.randn(n, m, generator=gen).to(device).requires_grad_()
         y = torch.randint(0, m, (n,), generator=gen).to(device)
-        times = timed(
-            {
-                "baseline": loss_step(SquaredErrorLoss(), z, y),
-                "resmooth": loss_step(ResidualSmoothingLoss(), z, y, progress=0.5),
-            },
-            device=device,
-        )
-        ratio = times["resmooth"] / times["baseline"]
-        print(f"{n:>6} {m:>6} {1e3 * times['baseline']:>12.3f} {1e3 * times['resmooth']:>12.3f} {ratio:>6.2f}")
-
-
-def compiled_loss_ratios(device: str) -> None:
-    print(f"\n## Loss forward+backward under torch.compile over the compiled squared error ({device})")
-    print(f"{'N':>6} {'M':>6} {'baseline ms':>12} {'resmooth ms':>12} {'ratio':>6}  target <= 1.5")
-    gen = torch.Generator().manual_seed(0)
-    for n, m in SHAPES:
-        z = torch.randn(n, m, generator=gen).to(device).requires_grad_()
-        y = torch.randint(0, m, (n,), generator=gen).to(device)
-        smoothing = ResidualSmoothingLoss(total_steps=2, validate_args=False).to(device)
-        smoothing.step()  # progress 0.5, from the schedule: one graph for the whole run
-        times = timed(
-            {
-                "baseline": loss_step(torch.compile(SquaredErrorLoss(validate_args=False), fullgraph=True), z, y),
-                "resmooth": loss_step(torch.compile(smoothing, fullgraph=True), z, y),
-            },
-            device=device,
-        )
+        times = timed(losses(z, y, device), device=device)
         ratio = times["resmooth"] / times["baseline"]
         print(f"{n:>6} {m:>6} {1e3 * times['baseline']:>12.3f} {1e3 * times['resmooth']:>12.3f} {ratio:>6.2f}")
 
@@ -165,8 +152,9 @@ def main() -> None:
     for device in devices:
         if device == "cuda":
             print(f"GPU: {torch.cuda.get_device_name()}")
-        loss_ratios(device)
-        compiled_loss_ratios(device)
+        loss_ratios(device, "Loss forward+backward over the squared-error baseline", 2.0, eager_losses)
+        loss_ratios(device, "Loss forward+backward under torch.compile over the compiled squared error", 1.5,
+                    compiled_losses)
         growth(device)
         training_step_ratio(device, channels_last=device == "cuda")
 
