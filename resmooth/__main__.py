@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--device", help="override the device of every run: auto, cpu, cuda or cuda:N")
     p_sweep.add_argument("--download", action="store_true", help=DOWNLOAD_HELP + " (local executor)")
     p_sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_sweep.add_argument("--settings", type=int, metavar="K",
+                         help="run the first K settings of the file only, every seed of each (a budget cut drops "
+                              "settings from the end of the file's priority order, never seeds; default: all)")
     p_sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                          help="local: one trial after another in this process (default); ray: one Ray task per trial")
     p_sweep.add_argument("--address", help="ray: a running cluster ('auto', or ray://HOST:10001); default: start a local one")
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 ray_options = dict(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                                    max_retries=args.max_retries, shared_fs=args.shared_fs)
             out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
-                            executor=args.executor, download=args.download, **ray_options)
+                            executor=args.executor, download=args.download, settings=args.settings, **ray_options)
             print(report(out))
         elif args.command == "dense":
             from .dense import run_dense_study

@@ -108,10 +108,13 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = False, data_root: str | None = None,
-              device: str | None = None, executor: str = "local", download: bool = False, **ray_options: Any) -> Path:
+              device: str | None = None, executor: str = "local", download: bool = False,
+              settings: int | None = None, **ray_options: Any) -> Path:
     """Run every setting x trial of the sweep file that has not finished yet; return the folder.
 
     ``out`` defaults to ``results/<name>``. ``data_root`` and ``device`` override the file's.
+    ``settings=K`` runs the first K settings only, every trial of each: the cut a budget forces
+    drops settings from the end of the file's list (its priority order), never seeds.
     ``download`` fetches a dataset whose files are missing (the local executor).
     ``executor="ray"`` runs each trial as a Ray task (see :func:`resmooth.cluster.run_on_ray`,
     which takes ``ray_options``: address, cpus_per_trial, gpus_per_trial, max_retries, shared_fs).
@@ -124,6 +127,8 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
         raise ValueError("download applies to executor='local' only: fetch the data first (resmooth train --download) "
                          "where the Ray workers read it")
     sweep = load_sweep(path)
+    if settings is not None:
+        check_int("settings", settings, 1)
     if data_root is not None:
         sweep.settings = [{**s, "data_root": data_root} for s in sweep.settings]
     if device is not None:
@@ -132,6 +137,8 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "sweep.toml", lambda p: p.write_bytes(Path(path).read_bytes()))
     runs = sweep.runs()
+    if settings is not None:
+        runs = runs[:settings * sweep.trials]
     # Seed-major, smallest training sets first: a sweep stopped part way leaves whole seeds of
     # paired runs (every setting on the same data and init), which is what the statistics need.
     todo = sorted((run for run in runs if not (out / run[0] / "summary.json").exists()),
