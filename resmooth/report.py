@@ -1,9 +1,11 @@
 """The tables that aggregate a sweep's folder, and the paired comparisons that choose between methods.
 
 :func:`report` writes ``report.md`` and ``report.csv`` (mean ± 95% t-interval per setting, the
-paper's table beside ours when the sweep names one) and ``paired.csv``: per cell and method,
-the setting each protocol chooses (:data:`PROTOCOLS`: the paper's, on the test set, or the
-clean one, on a validation split), paired seed by seed against the chosen baseline.
+runs stuck at chance, the paper's table beside ours when the sweep names one) and ``paired.csv``:
+per cell and method, the setting each protocol chooses (:data:`PROTOCOLS`: the paper's, on the
+test set, or the clean one, on a validation split), paired seed by seed against the chosen
+baseline; and, when the sweep names a ``baseline`` setting, every setting paired against it.
+:func:`learning_curves` reads the per-epoch records of a setting's seeds.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import INFO
 from .paper import TABLES, cell_label, paper_cell
 from .runfiles import atomic_write
 from .stats import Paired, Summary, paired_difference, summarize_values
@@ -22,6 +25,9 @@ from .sweep import _fmt, load_sweep
 
 
 METRICS = ("max_test_acc", "last10_mean_test_acc", "final_test_acc", "final_val_acc")
+# A run is dead when its final test accuracy stays within this many points of chance (100 / classes).
+# (A run whose loss turns non-finite stops with NonFiniteLossError and leaves no summary.)
+DEAD_MARGIN = 5.0
 
 
 def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -30,6 +36,42 @@ def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
     for path in sorted(Path(folder).glob("*/seed-*/summary.json")):
         groups.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
     return groups
+
+
+def at_chance(run: dict[str, Any]) -> bool:
+    """Whether a finished run is dead: its final test accuracy within :data:`DEAD_MARGIN` points of chance."""
+    chance = 100.0 / INFO[run["config"]["dataset"]].num_classes
+    return not run["final_test_acc"] > chance + DEAD_MARGIN  # a NaN accuracy counts as dead
+
+
+def learning_curves(folder: str | Path, setting: str, key: str) -> tuple[list[int], list[list[float]]]:
+    """The epochs at which every finished seed of ``setting`` recorded ``key``, and the values, one list per seed.
+
+    ``key`` is a field of metrics.jsonl (``test_acc``, ``val_acc``, ``train_loss``, ``lr``,
+    ``mean_kappa``, ``smoothing_scale``...); test and validation accuracy are missing from the
+    epochs a sparse evaluation skips (``Config.eval_every``), so only the epochs all seeds share are kept.
+    """
+    records = []
+    for path in sorted(Path(folder, setting).glob("seed-*/summary.json")):
+        lines = (path.parent / "metrics.jsonl").read_text().splitlines()
+        records.append({r["epoch"]: r[key] for r in map(json.loads, lines) if key in r})
+    if not records:
+        raise FileNotFoundError(f"no finished runs of {setting!r} under {folder}")
+    epochs = sorted(set.intersection(*(set(r) for r in records)))
+    return epochs, [[r[e] for e in epochs] for r in records]
+
+
+def against(groups: dict[str, list[dict[str, Any]]], baseline: str, metric: str) -> list[tuple[str, Summary, Paired]]:
+    """Every setting but ``baseline``, paired seed by seed against it on ``metric`` (the seeds both finished)."""
+    base = {r["config"]["seed"]: r[metric] for r in groups[baseline]}
+    rows = []
+    for setting, runs in groups.items():
+        by_seed = {r["config"]["seed"]: r[metric] for r in runs}
+        seeds = sorted(set(base) & set(by_seed))
+        if setting != baseline and seeds:
+            paired = paired_difference([by_seed[k] for k in seeds], [base[k] for k in seeds])
+            rows.append((setting, summarize_values([by_seed[k] for k in seeds]), paired))
+    return rows
 
 
 def report(folder: str | Path, *, write: bool = True) -> str:
@@ -48,20 +90,23 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     metrics = [m for m in METRICS if all(m in r for runs in groups.values() for r in runs)]
     rows = []
     for setting, runs in groups.items():
-        rows.append({"setting": setting, "trials": len(runs), **{m: summarize_values([r[m] for r in runs]) for m in metrics}})
+        rows.append({"setting": setting, "trials": len(runs), "dead": sum(map(at_chance, runs)),
+                     **{m: summarize_values([r[m] for r in runs]) for m in metrics}})
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["setting", "trials"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci95")])
+    writer.writerow(["setting", "trials", "dead"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci95")])
     for row in rows:
-        writer.writerow([row["setting"], row["trials"]] + [f"{getattr(row[m], s):.4f}" for m in metrics for s in ("mean", "std", "ci95")])
+        writer.writerow([row["setting"], row["trials"], row["dead"]]
+                        + [f"{getattr(row[m], s):.4f}" for m in metrics for s in ("mean", "std", "ci95")])
 
     title = sweep.name if sweep else folder.name
-    lines = [f"# {title}", "", "Mean ± half-width of the 95% t-interval over trials, test accuracy in %.", ""]
-    lines.append("| setting | trials | " + " | ".join(metrics) + " |")
-    lines.append("|---|---:|" + "---:|" * len(metrics))
+    lines = [f"# {title}", "", "Mean ± half-width of the 95% t-interval over trials, test accuracy in %; "
+             f"dead: runs that ended within {DEAD_MARGIN:g} points of chance (counted in the means, never dropped).", ""]
+    lines.append("| setting | trials | dead | " + " | ".join(metrics) + " |")
+    lines.append("|---|---:|---:|" + "---:|" * len(metrics))
     for row in rows:
-        lines.append(f"| {row['setting']} | {row['trials']} | " + " | ".join(str(row[m]) for m in metrics) + " |")
+        lines.append(f"| {row['setting']} | {row['trials']} | {row['dead']} | " + " | ".join(str(row[m]) for m in metrics) + " |")
     if sweep is not None and sweep.paper_table:
         comparison = paper_comparison(sweep.paper_table, groups)
         lines += ["", *comparison] if comparison else []
@@ -69,6 +114,10 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     paired = {protocol: rows for protocol, rows in paired.items() if rows}
     for protocol, rows in paired.items():
         lines += ["", *paired_table(protocol, rows)]
+    if sweep is not None and sweep.baseline in groups:
+        for protocol, (_, metric) in PROTOCOLS.items():
+            if all(metric in r for runs in groups.values() for r in runs):
+                lines += ["", *against_table(sweep.baseline, metric, against(groups, sweep.baseline, metric))]
     text = "\n".join(lines) + "\n"
     if write:
         atomic_write(folder / "report.md", lambda p: p.write_text(text))
@@ -166,6 +215,16 @@ def paired_table(protocol: str, rows: list[Comparison]) -> list[str]:
         p = row.paired
         diff = (str(p), f"{p.wins}-{p.losses}", f"{p.p:.3f}") if p else ("(baseline)", "", "")
         lines.append(f"| {row.cell} | {row.family} | {row.setting} | {row.chosen_from} | {row.result} | " + " | ".join(diff) + " |")
+    return lines
+
+
+def against_table(baseline: str, metric: str, rows: list[tuple[str, Summary, Paired]]) -> list[str]:
+    lines = [f"## Every setting paired against {baseline} ({metric})", "",
+             "Difference = setting - baseline on the seeds both finished, with a 95% percentile-bootstrap interval "
+             "and the exact two-sided sign test.", "",
+             "| setting | seeds | accuracy | difference [95% bootstrap] | wins-losses | sign-test p |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {setting} | {p.n} | {result} | {p} | {p.wins}-{p.losses} | {p.p:.3f} |" for setting, result, p in rows]
     return lines
 
 

@@ -4,6 +4,7 @@ A sweep file (read with ``tomllib``: data only, never code)::
 
     name = "table1-cpu"
     paper_table = "table1"        # optional: the paper's numbers beside ours
+    baseline = "method=sgd,weight_decay=0.001"  # optional: every setting paired against this one
     trials = 5                    # seeds 0..4 (first_seed shifts them)
     [base]                        # fields of Config shared by every run
     dataset = "fashion-mnist"
@@ -39,7 +40,7 @@ from .paper import TABLES
 from .runfiles import atomic_write
 from .train import DATA_FIELDS, Config, load_run_data, train
 
-SWEEP_KEYS = {"name", "paper_table", "trials", "first_seed", "base", "grid", "description"}
+SWEEP_KEYS = {"name", "paper_table", "baseline", "trials", "first_seed", "base", "grid", "description"}
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Sweep:
     trials: int = 1
     first_seed: int = 0
     paper_table: str | None = None
+    baseline: str | None = None
     description: str = ""
     settings: list[dict[str, Any]] = field(init=False)
     _named: list[list[str]] = field(init=False, repr=False)
@@ -74,12 +76,18 @@ class Sweep:
                   if len({repr(c[k]) for c in configs}) > 1]
         # A setting is named by the fields its own grid block sets that differ across the sweep.
         self._named = [[k for k in varied if k in keys] for keys in blocks]
+        if self.baseline is not None and self.baseline not in self.setting_names():
+            raise ValueError(f"baseline must name one of the sweep's settings ({', '.join(self.setting_names())}); "
+                             f"got {self.baseline!r}")
+
+    def setting_names(self) -> list[str]:
+        """Each setting's folder name: the fields its grid block sets that differ across the sweep."""
+        return [",".join(f"{k}={_fmt(values[k])}" for k in named) or "base" for values, named in zip(self.settings, self._named)]
 
     def runs(self) -> list[tuple[str, Config]]:
         """(folder, config) of every setting x trial: ``<setting>/seed-<k>``."""
         runs = []
-        for values, named in zip(self.settings, self._named):
-            setting = ",".join(f"{k}={_fmt(values[k])}" for k in named) or "base"
+        for values, setting in zip(self.settings, self.setting_names()):
             runs += [(f"{setting}/seed-{seed}", Config.from_dict({**values, "seed": seed}))
                      for seed in range(self.first_seed, self.first_seed + self.trials)]
         names = [name for name, _ in runs]
@@ -103,7 +111,8 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ValueError(f"{path}: a sweep needs a name")
     return Sweep(
         name=raw["name"], base=raw.get("base", {}), grid=raw.get("grid", []), trials=raw.get("trials", 1),
-        first_seed=raw.get("first_seed", 0), paper_table=raw.get("paper_table"), description=raw.get("description", ""),
+        first_seed=raw.get("first_seed", 0), paper_table=raw.get("paper_table"), baseline=raw.get("baseline"),
+        description=raw.get("description", ""),
     )
 
 

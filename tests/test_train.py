@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resmooth.report import report
+from resmooth.report import against, at_chance, collect, learning_curves, report
 from resmooth.sweep import load_sweep, run_sweep
 from resmooth.runfiles import RunExistsError
 from resmooth.train import Config, NonFiniteLossError, Objective, load_run_data, train
@@ -235,9 +235,9 @@ def test_sweep_runs_skips_finished_runs_and_reports(tmp_path):
     assert "| method=sgd | 2 |" in text and "Beside the paper's Table 1" in text
     assert "| sgd / 0.001 | 93.36 |" in text and "| full / laplace | 93.89 |" in text
     csv = (out / "report.csv").read_text().splitlines()
-    assert csv[0].startswith("setting,trials,max_test_acc_mean") and len(csv) == 3
+    assert csv[0].startswith("setting,trials,dead,max_test_acc_mean") and len(csv) == 3
     accs = [json.loads(p.read_text())["max_test_acc"] for p in summaries[2:]]
-    mean = float(csv[2].split(",")[2])
+    mean = float(csv[2].split(",")[3])
     assert mean == pytest.approx(sum(accs) / 2, abs=1e-4)
     # The paired section compares seed by seed against the baseline sgd.
     assert "## Paired against the best sgd (paper protocol" in text
@@ -248,6 +248,37 @@ def test_sweep_runs_skips_finished_runs_and_reports(tmp_path):
     assert float(paired[2].split(",")[8]) == pytest.approx(sum(diffs) / 2, abs=1e-4)
     invocations = [json.loads(line) for line in (out / "invocations.jsonl").read_text().splitlines()]
     assert [i["runs_to_go"] for i in invocations] == [4, 0] and invocations[0]["torch"] == torch.__version__
+
+
+def test_a_budget_cut_keeps_every_seed_and_the_named_baseline_is_paired_with_each_setting(tmp_path):
+    file = tmp_path / "tiny.toml"
+    file.write_text(SWEEP.replace('trials = 2', 'trials = 2\nbaseline = "method=sgd"')
+                    + '[[grid]]\nmethod = ["label-smoothing"]\nweight_decay = [1e-3]\n')
+    out = run_sweep(file, tmp_path / "results", quiet=True, settings=2)
+    finished = sorted(p.parent.relative_to(out).as_posix() for p in out.glob("*/seed-*/summary.json"))
+    assert finished == ["method=resmooth/seed-0", "method=resmooth/seed-1", "method=sgd/seed-0", "method=sgd/seed-1"]
+    text = report(out)
+    assert "## Every setting paired against method=sgd (max_test_acc)" in text
+    assert "## Every setting paired against method=sgd (final_test_acc)" in text
+    groups = collect(out)
+    (setting, result, paired), = against(groups, "method=sgd", "final_test_acc")
+    ours, base = ([r["final_test_acc"] for r in groups[s]] for s in ("method=resmooth", "method=sgd"))
+    assert setting == "method=resmooth" and paired.n == 2
+    assert paired.mean == pytest.approx((sum(ours) - sum(base)) / 2)
+    epochs, losses = learning_curves(out, "method=sgd", "train_loss")
+    assert epochs == [1] and len(losses) == 2 and losses[0] != losses[1]  # two seeds, two runs
+    with pytest.raises(ValueError, match="settings must be"):
+        run_sweep(file, out, quiet=True, settings=0)
+    file.write_text(SWEEP.replace('trials = 2', 'trials = 2\nbaseline = "method=sgdd"'))
+    with pytest.raises(ValueError, match="baseline must name one of the sweep's settings"):
+        load_sweep(file)
+
+
+def test_a_run_at_chance_is_dead():
+    run = {"config": {"dataset": "cifar100"}, "final_test_acc": 5.9}
+    assert at_chance(run) and at_chance({**run, "final_test_acc": float("nan")})
+    assert not at_chance({**run, "final_test_acc": 6.1})
+    assert at_chance({"config": {"dataset": "svhn"}, "final_test_acc": 14.9})
 
 
 def test_bad_sweep_files_name_the_field(tmp_path):
