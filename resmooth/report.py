@@ -80,8 +80,8 @@ def report(folder: str | Path, *, write: bool = True) -> str:
 
 # What makes a method a method; what the grid searches tune within it; what does not change results.
 FAMILY_FIELDS = ("method", "scheme", "distribution")
-TUNED_FIELDS = ("weight_decay", "b", "alpha", "mu", "nu", "label_smoothing", "lr")
-TUNED_BY = {"resmooth": ("b", "alpha", "mu", "weight_decay"), "adaptive-wd": ("nu", "weight_decay"),
+TUNED_FIELDS = ("weight_decay", "b", "alpha", "mu", "s", "nu", "label_smoothing", "lr")
+TUNED_BY = {"resmooth": ("b", "alpha", "mu", "s", "weight_decay"), "adaptive-wd": ("nu", "weight_decay"),
             "label-smoothing": ("label_smoothing", "weight_decay")}
 RUN_FIELDS = ("seed", "device", "data_root", "eval_batch_size")
 BASELINE = "sgd"
@@ -149,8 +149,9 @@ def compare(groups: dict[str, list[dict[str, Any]]], protocol: str) -> list[Comp
                 if seeds:
                     paired = paired_difference([by_seed[k] for k in seeds], [base_by_seed[k] for k in seeds])
             config = runs[0]["config"]
-            tuned = ",".join(f"{k}={_fmt(config[k])}" for k in TUNED_BY.get(config["method"], ("weight_decay", "lr"))
-                             if len({repr(o[1][0]["config"][k]) for options in families.values() for o in options}) > 1) or "-"
+            # .get: a summary older than a field (s) lacks it.
+            tuned = ",".join(f"{k}={_fmt(config.get(k))}" for k in TUNED_BY.get(config["method"], ("weight_decay", "lr"))
+                             if len({repr(o[1][0]["config"].get(k)) for options in families.values() for o in options}) > 1) or "-"
             rows.append(Comparison(name, fam, tuned, len(families[fam]), summarize_values([r[metric] for r in runs]), paired))
     return rows
 
