@@ -71,7 +71,8 @@ class DiffusivityMap:
         ValueError, TypeError: a value out of range, of the wrong type, or ignored by the scheme.
     """
 
-    scheme: str = option("full", "the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19)", SCHEMES)
+    scheme: str = option("full", "the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19); the "
+                         "parameters that it does not read must keep their defaults", SCHEMES)
     distribution: str = option("laplace", "the annealing density of the scale s(t), laplace (Eq. 14) or logistic "
                                "(Eq. 13)", DISTRIBUTIONS)
     mu: float = option(0.75, "where the annealing scale s(t) peaks, as a fraction of training")
@@ -135,10 +136,11 @@ def check_default(name: str, value: object, why: str) -> None:
 
 
 def refuse_unused(owner: object, why: str) -> None:
-    """Refuse every :class:`DiffusivityMap` field of ``owner`` (a config) that is not at its default:
-    ``owner`` uses no diffusivity map, as ``why`` says."""
+    """Refuse each :class:`DiffusivityMap` field that ``owner`` (a config) holds, and not at its
+    default: ``owner`` uses no diffusivity map, as ``why`` says."""
     for f in dataclasses.fields(DiffusivityMap):
-        check_default(f.name, getattr(owner, f.name), why)
+        if hasattr(owner, f.name):
+            check_default(f.name, getattr(owner, f.name), why)
 
 
 DEFAULTS = DiffusivityMap()
