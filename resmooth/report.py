@@ -32,6 +32,24 @@ def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
+def report_folder(folder: str | Path) -> str:
+    """The report of a results folder (``python -m resmooth report FOLDER``), by what the folder says it is.
+
+    The dense study's folder declares itself in its study file (``"study": "dense"``, or no
+    such field in a file written before it): :func:`resmooth.dense.dense_report`. Any other
+    folder is a sweep's: :func:`report`.
+    """
+    from .dense import STUDY, STUDY_FILE, dense_report
+
+    study_file = Path(folder) / STUDY_FILE
+    if not study_file.exists():
+        return report(folder)
+    study = json.loads(study_file.read_text()).get("study", STUDY)
+    if study != STUDY:
+        raise ValueError(f"{study_file} declares study {study!r}; the reports know {STUDY!r} and sweeps")
+    return dense_report(folder)
+
+
 def report(folder: str | Path, *, write: bool = True) -> str:
     """Aggregate a sweep's folder into Markdown (returned) and, with ``write``, report.md and report.csv.
 
