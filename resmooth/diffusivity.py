@@ -11,6 +11,9 @@ full      ``S(dn; s(t), alpha)``              Sec. 4.3.3, Eq. 19
 ========  ==================================  ===================
 
 ``dn`` is the normalized residual (Eq. 18) and ``s(t)`` the annealing scale (Eq. 13/14).
+
+The hyperparameters (scheme, distribution, mu, b, alpha, s) are defined, defaulted and checked
+once, by :class:`DiffusivityMap`, which the loss and the trainers' configs share.
 """
 
 from __future__ import annotations
