@@ -36,7 +36,7 @@ from .diffusivity import DiffusivityMap, refuse_unused
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
 from .models import MODELS, build_model
 from .regularization import adaptive_decay, add_weight_decay_
-from .runfiles import RunExistsError, atomic_write, environment, write_json, write_jsonl
+from .runfiles import CHECKPOINT, atomic_write, environment, open_run, write_json, write_jsonl
 
 METHODS = ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd")
 # The optimizers' usual default learning rates; SGD's is the paper's 0.1.
@@ -297,18 +297,10 @@ def train(
     out = Path(out) if out is not None else None
     checkpoint = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        started = (out / "checkpoint.pt").exists() or (out / "metrics.jsonl").exists()
-        if (out / "summary.json").exists() and not overwrite:
-            raise RunExistsError(f"{out} holds a finished run (summary.json); pass overwrite=True (--overwrite) to replace it")
-        if started and not (resume or overwrite):
-            raise RunExistsError(f"{out} holds an unfinished run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
-        if resume and (out / "checkpoint.pt").exists():
-            # weights_only: a checkpoint from someone else can hold tensors and plain data, never code.
-            checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-            # from_dict fills in the fields that a checkpoint older than them lacks, at their defaults.
-            if Config.from_dict(checkpoint["config"]) != config:
-                raise ValueError(f"{out}/checkpoint.pt was written by another config; use another --out or --overwrite")
+        checkpoint = open_run(out, resume=resume, overwrite=overwrite, started_by=(CHECKPOINT, "metrics.jsonl"))
+        # from_dict fills in the fields that a checkpoint older than them lacks, at their defaults.
+        if checkpoint is not None and Config.from_dict(checkpoint["config"]) != config:
+            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another --out or --overwrite")
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -401,7 +393,7 @@ def train(
         if out is not None:
             write_jsonl(out / "metrics.jsonl", metrics)
             state = _state(model, optimizer, objective, generator, epoch + 1, metrics, config)
-            atomic_write(out / "checkpoint.pt", lambda p: torch.save(state, p))
+            atomic_write(out / CHECKPOINT, lambda p: torch.save(state, p))
         if bar is not None:
             bar.set_postfix(test_acc=f"{record.get('test_acc', float('nan')):.2f}", loss=f"{train_loss:.4f}")
     if bar is not None:
