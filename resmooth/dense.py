@@ -20,6 +20,10 @@ Training noise is drawn afresh for every batch (from the run's seed); the test s
 drawn once from a fixed seed, so every run is measured on the same noisy images. Seed ``k``
 picks the training subset, the initialization, the batch order and the noise, the same for every
 objective: differences between objectives are paired by seed.
+
+A run with an output folder writes a checkpoint after every epoch and resumes from it, through
+:mod:`resmooth.runfiles` as the trainer's runs do; the study skips finished runs and continues a
+stopped one.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim,
 from .loss import DIFFUSION_TIME, ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
 from .stats import paired_difference, summarize_values
-from .runfiles import RunExistsError, atomic_write, environment, write_json
+from .runfiles import CHECKPOINT, RunExistsError, atomic_write, environment, open_run, write_json
 from .train import NonFiniteLossError, resolve_device
 
 TASKS = ("denoise", "segment")
@@ -200,16 +204,25 @@ def input_metrics(config: DenseConfig, noisy: Tensor, clean: Tensor) -> dict[str
     return {"input_psnr": float(psnr(noisy.clamp(0, 1), clean).mean()), "input_ssim": float(ssim(noisy.clamp(0, 1), clean).mean())}
 
 
-def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite: bool = False, quiet: bool = False,
-                data: Any = None) -> tuple[dict[str, Any], nn.Module]:
-    """Train one run; return its summary and the trained model, and write ``out/summary.json``.
+def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+                quiet: bool = False, data: Any = None) -> tuple[dict[str, Any], nn.Module]:
+    """Train one run; return its summary and the trained model.
+
+    With ``out``, write ``out/checkpoint.pt`` after every epoch (model, optimizer, the smoothing's
+    schedule and the random state), so that ``resume=True`` after a kill continues to the same
+    result as a run that never stopped, and ``out/summary.json`` at the end; both atomically, and
+    a run already there is not overwritten unless ``overwrite=True``
+    (:func:`resmooth.runfiles.open_run`).
 
     ``data`` is a :class:`~resmooth.data.DeviceData` of Fashion-MNIST to reuse (a study loads it
     once per seed); by default it is loaded from ``config.data_root``.
     """
     out = Path(out) if out is not None else None
-    if out is not None and (out / "summary.json").exists() and not overwrite:
-        raise RunExistsError(f"{out}/summary.json exists; pass overwrite=True (--overwrite) to replace it")
+    checkpoint = None
+    if out is not None:
+        checkpoint = open_run(out, resume=resume, overwrite=overwrite)
+        if checkpoint is not None and DenseConfig(**checkpoint["config"]) != config:
+            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another out or overwrite=True")
     device = resolve_device(config.device)
     if data is None:
         data = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed, device=device)
@@ -222,15 +235,24 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
                          torch.Generator(device=device).manual_seed(TEST_NOISE_SEED))
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = -(-len(clean_train) // config.batch_size)
-    total, losses = config.epochs * steps_per_epoch, []
+    total = config.epochs * steps_per_epoch
     objective = DenseObjective(config, total)
+    losses: list[float] = []
+    seconds = 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        objective.load_state_dict(checkpoint["objective"])
+        generator.set_state(checkpoint["generator"])
+        losses, seconds = checkpoint["train_loss"], checkpoint["train_seconds"]
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="step", desc=f"{config.task} {config.loss} seed {config.seed}")
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
+        bar = tqdm(total=total, initial=len(losses) * steps_per_epoch, unit="step",
+                   desc=f"{config.task} {config.loss} seed {config.seed}")
+    for epoch in range(len(losses), config.epochs):
+        tic = time.perf_counter()
         # Summed on the device and read once per epoch: a check per step would wait for the
         # device at every step. A NaN or an infinity stays in the sum, so the epoch's check sees it.
         epoch_loss = torch.zeros((), device=device)
@@ -248,11 +270,18 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
         if not math.isfinite(losses[-1]):
             if bar is not None:
                 bar.close()
+            kept = f"the checkpoint of epoch {epoch} in {out} is kept" if out is not None and epoch else "nothing was saved"
             raise NonFiniteLossError(
-                f"the {config.loss} loss became {losses[-1]} in epoch {epoch + 1}: the run stops, and nothing was "
-                "saved. Lower the learning rate (lr) or check the data."
+                f"the {config.loss} loss became {losses[-1]} in epoch {epoch + 1}: the run stops, and {kept}. "
+                "Lower the learning rate (lr) or check the data."
             )
-    seconds = time.perf_counter() - start
+        seconds += time.perf_counter() - tic
+        if out is not None:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "objective": objective.state_dict(),  # the smoothing's progress schedule
+                     "generator": generator.get_state(), "train_loss": losses, "train_seconds": seconds,
+                     "config": config.to_dict()}
+            atomic_write(out / CHECKPOINT, lambda p: torch.save(state, p))
     if bar is not None:
         bar.close()
     summary = {
@@ -264,7 +293,6 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
         "environment": environment(device),
     }
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "summary.json", summary)
     return summary, model
 
@@ -290,7 +318,8 @@ def study_runs(seeds: int, **overrides: Any) -> list[tuple[str, DenseConfig]]:
 
 def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, download: bool = False,
                     **overrides: Any) -> Path:
-    """Run the chapter's study into ``out`` (resumable: finished runs are skipped) and report it.
+    """Run the chapter's study into ``out`` (resumable: finished runs are skipped, a stopped one continues
+    from its last epoch) and report it.
 
     ``overrides`` set DenseConfig fields for every run (epochs, subset, data_root, device, ...).
     ``download`` fetches Fashion-MNIST first when its files are missing.
@@ -317,7 +346,7 @@ def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, dow
                                     device=resolve_device(config.device), download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
-        train_dense(config, out / name, quiet=True, data=loaded[key])
+        train_dense(config, out / name, resume=True, quiet=True, data=loaded[key])
     dense_report(out)
     return out
 

@@ -1,5 +1,6 @@
 """Dense outputs: image metrics against scikit-image, corruptions, the autoencoder and the study runner."""
 
+import dataclasses
 import json
 
 import pytest
@@ -157,6 +158,38 @@ def test_denoising_learns_and_the_run_is_not_overwritten(tmp_path, one_thread):
     # Same seed, same result: the noise, order and init come from the seed alone.
     again, _ = train_dense(config, quiet=True, data=data)
     assert again["psnr"] == summary["psnr"]
+
+
+@pytest.mark.parametrize("loss", ["resmooth-full", "total-variation"])
+def test_a_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch, one_thread, loss):
+    import resmooth.dense as dense
+
+    data = synthetic_data(64, 16)
+    config = DenseConfig(loss=loss, epochs=3, batch_size=16, width=4, eval_batch_size=16)
+    whole, _ = train_dense(config, tmp_path / "whole", quiet=True, data=data)
+
+    class Stop(Exception):
+        pass
+
+    real_write = dense.atomic_write
+
+    def stop_after_the_first_checkpoint(path, write):
+        real_write(path, write)
+        raise Stop
+
+    monkeypatch.setattr(dense, "atomic_write", stop_after_the_first_checkpoint)
+    with pytest.raises(Stop):
+        train_dense(config, tmp_path / "cut", quiet=True, data=data)
+    monkeypatch.setattr(dense, "atomic_write", real_write)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["train_loss"] == whole["train_loss"][:1]
+    with pytest.raises(RunExistsError, match="unfinished run; pass resume=True"):
+        train_dense(config, tmp_path / "cut", quiet=True, data=data)
+    with pytest.raises(ValueError, match="written by another config"):
+        train_dense(dataclasses.replace(config, lr=1e-2), tmp_path / "cut", resume=True, quiet=True, data=data)
+    resumed, _ = train_dense(config, tmp_path / "cut", resume=True, quiet=True, data=data)
+    # The schedule, the optimizer, the batch order and the noise all continue where they stopped.
+    for key in ("train_loss", "psnr", "ssim"):
+        assert resumed[key] == whole[key]
 
 
 def test_a_non_finite_loss_stops_the_run_with_a_clear_error(tmp_path, one_thread):
