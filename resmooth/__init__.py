@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 from .annealing import annealing_scale
 from .diffusion import heat_diffuse, laplacian, smooth_residual, smoothing_matrix
-from .diffusivity import diffusivity, scaled_sigmoid
+from .diffusivity import DiffusivityMap, diffusivity, scaled_sigmoid
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss, squared_error_loss
 from .residual import normalize_residual, residual
 
@@ -16,6 +16,7 @@ from .residual import normalize_residual, residual
 __version__ = version("resmooth")
 
 __all__ = [
+    "DiffusivityMap",
     "ResidualSmoothingLoss",
     "SquaredErrorLoss",
     "annealing_scale",

@@ -111,12 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             out = run_dense_study(args.out, seeds=args.seeds, quiet=args.quiet, download=args.download, **overrides)
             print((out / "report.md").read_text())
         else:
-            from pathlib import Path
+            from .report import report_folder
 
-            from .dense import STUDY_FILE, dense_report
-            from .report import report
-
-            print(dense_report(args.folder) if (Path(args.folder) / STUDY_FILE).exists() else report(args.folder))
+            print(report_folder(args.folder))
     except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError,
             FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,3 +12,10 @@ def option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> A
     if choices is not None:
         metadata["choices"] = choices
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def inherited(cls: type, name: str, reader: str) -> Any:
+    """The field ``name`` of the dataclass ``cls`` again, in another dataclass: its default and
+    choices, and its help prefixed by ``reader``, what in the new one reads it."""
+    (field,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    return option(field.default, f"{reader}: {field.metadata['help']}", field.metadata.get("choices"))

@@ -20,12 +20,17 @@ Training noise is drawn afresh for every batch (from the run's seed); the test s
 drawn once from a fixed seed, so every run is measured on the same noisy images. Seed ``k``
 picks the training subset, the initialization, the batch order and the noise, the same for every
 objective: differences between objectives are paired by seed.
+
+A run with an output folder writes a checkpoint after every epoch and resumes from it, through
+:mod:`resmooth.runfiles` as the trainer's runs do; the study skips finished runs and continues a
+stopped one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +40,15 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
-from ._fields import option
-from .annealing import DISTRIBUTIONS
+from ._fields import inherited, option
 from .data import batches, load_data
+from .diffusivity import DiffusivityMap, refuse_unused
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
-from .loss import ResidualSmoothingLoss, SquaredErrorLoss
+from .loss import DIFFUSION_TIME, ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
 from .stats import paired_difference, summarize_values
-from .runfiles import RunExistsError, atomic_write, environment, write_json
-from .train import resolve_device
+from .runfiles import CHECKPOINT, RunExistsError, atomic_write, environment, open_run, write_json
+from .train import NonFiniteLossError, resolve_device
 
 TASKS = ("denoise", "segment")
 LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full", "resmooth-graph")
@@ -52,19 +57,25 @@ TEST_NOISE_SEED = 2019  # one noisy test set for every run
 
 @dataclass(frozen=True)
 class DenseConfig:
-    """One dense-output run. Checked at construction; every field's error names the field."""
+    """One dense-output run. Checked at construction; every field's error names the field.
+
+    The smoothing fields (``distribution`` to ``s``) are those of
+    :class:`~resmooth.diffusivity.DiffusivityMap`, the scheme the one that ``loss`` names. As in
+    :class:`~resmooth.train.Config`, a field that the run would ignore must keep its default:
+    the smoothing fields and ``tau`` under a loss without smoothing, those that the scheme does
+    not read, and ``tau`` under ``resmooth-graph`` (the global operator has no diffusion time).
+    """
 
     task: str = option("denoise", "denoise (a clean image from a noisy one) or segment (the garment's silhouette)", TASKS)
     noise: str = option("gaussian", "the corruption of the input images", NOISES)
     level: float = option(0.5, "the noise's standard deviation (intensities in [0, 1]), or the salt-and-pepper fraction")
     loss: str = option("squared-error", "the training objective", LOSSES)
-    distribution: str = option("laplace", "resmooth: the annealing density of s(t), laplace (Eq. 14) or logistic (Eq. 13)",
-                               DISTRIBUTIONS)
-    mu: float = option(0.75, "resmooth: where s(t) peaks, as a fraction of training")
-    b: float = option(0.5, "resmooth: the scale b > 0 of the annealing density, in units of training progress")
-    alpha: float = option(1.0, "resmooth: the steepness alpha >= 0 of the diffusivity's sigmoid (Eq. 10)")
-    s: float = option(1.0, "resmooth-local: the constant scale s >= 0 of the diffusivity")
-    tau: float = option(1.0, "resmooth-global, -local, -full: the diffusion time tau >= 0 of the grid operator")
+    distribution: str = inherited(DiffusivityMap, "distribution", "resmooth-*")
+    mu: float = inherited(DiffusivityMap, "mu", "resmooth-*")
+    b: float = inherited(DiffusivityMap, "b", "resmooth-*")
+    alpha: float = inherited(DiffusivityMap, "alpha", "resmooth-*")
+    s: float = inherited(DiffusivityMap, "s", "resmooth-*")
+    tau: float = option(DIFFUSION_TIME, "resmooth-global, -local, -full: the diffusion time tau >= 0 of the grid operator")
     tv_weight: float = option(0.01, "total-variation: the weight of the output's total variation")
     threshold: float = option(0.1, "segment: a pixel brighter than this (in [0, 1)) belongs to the garment")
     width: int = option(16, "the autoencoder's channels at full resolution")
@@ -82,14 +93,17 @@ class DenseConfig:
         check_choice("task", self.task, TASKS)
         check_choice("noise", self.noise, NOISES)
         check_choice("loss", self.loss, LOSSES)
-        check_choice("distribution", self.distribution, DISTRIBUTIONS)
         check_real("level", self.level, minimum=0.0)
         if self.noise == "salt-pepper" and self.level > 1:
             raise ValueError(f"level must lie in [0, 1] for salt-pepper (a fraction of pixels); got {self.level:g}")
-        check_real("mu", self.mu)
-        check_real("b", self.b, minimum=0.0, strict=True)
-        for name in ("alpha", "s", "tau", "tv_weight"):
+        # The map's construction checks its fields; a loss without one leaves them at their defaults.
+        if self.diffusivity is None:
+            refuse_unused(self, f"loss={self.loss!r} has no residual smoothing")
+        for name in ("tau", "tv_weight"):
             check_real(name, getattr(self, name), minimum=0.0)
+        if self.loss in ("squared-error", "total-variation", "resmooth-graph") and self.tau != DIFFUSION_TIME:
+            raise ValueError(f"tau={self.tau!r} would be ignored: loss={self.loss!r} has no grid operator, whose diffusion "
+                             f"time it is; leave tau at its default {DIFFUSION_TIME!r}")
         if not 0.0 <= check_real("threshold", self.threshold) < 1.0:
             raise ValueError(f"threshold must lie in [0, 1); got {self.threshold}")
         for name in ("width", "epochs", "batch_size", "eval_batch_size"):
@@ -98,6 +112,14 @@ class DenseConfig:
         check_real("lr", self.lr, minimum=0.0, strict=True)
         if not 0.0 < check_real("subset", self.subset) <= 1.0:
             raise ValueError(f"subset must lie in (0, 1]; got {self.subset}")
+
+    @property
+    def diffusivity(self) -> DiffusivityMap | None:
+        """The smoothing's hyperparameters, of the scheme that ``loss`` names (``resmooth-graph``:
+        the full one); None for a loss without smoothing."""
+        if not self.loss.startswith("resmooth-"):
+            return None
+        return DiffusivityMap.of(self, scheme="full" if self.loss == "resmooth-graph" else self.loss.removeprefix("resmooth-"))
 
     @property
     def activation(self) -> str:
@@ -118,12 +140,10 @@ class DenseObjective(nn.Module):
     def __init__(self, config: DenseConfig, total_steps: int) -> None:
         super().__init__()
         self.config = config
-        if config.loss.startswith("resmooth-"):
-            graph = config.loss == "resmooth-graph"
+        if config.diffusivity is not None:
             self.criterion: nn.Module = ResidualSmoothingLoss(
-                scheme="full" if graph else config.loss.removeprefix("resmooth-"), distribution=config.distribution,
-                mu=config.mu, b=config.b, alpha=config.alpha, s=config.s, activation=config.activation,
-                operator="global" if graph else "grid", tau=config.tau, total_steps=total_steps)
+                **dataclasses.asdict(config.diffusivity), activation=config.activation,
+                operator="global" if config.loss == "resmooth-graph" else "grid", tau=config.tau, total_steps=total_steps)
         else:
             self.criterion = SquaredErrorLoss(activation=config.activation)
 
@@ -184,16 +204,25 @@ def input_metrics(config: DenseConfig, noisy: Tensor, clean: Tensor) -> dict[str
     return {"input_psnr": float(psnr(noisy.clamp(0, 1), clean).mean()), "input_ssim": float(ssim(noisy.clamp(0, 1), clean).mean())}
 
 
-def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite: bool = False, quiet: bool = False,
-                data: Any = None) -> tuple[dict[str, Any], nn.Module]:
-    """Train one run; return its summary and the trained model, and write ``out/summary.json``.
+def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+                quiet: bool = False, data: Any = None) -> tuple[dict[str, Any], nn.Module]:
+    """Train one run; return its summary and the trained model.
+
+    With ``out``, write ``out/checkpoint.pt`` after every epoch (model, optimizer, the smoothing's
+    schedule and the random state), so that ``resume=True`` after a kill continues to the same
+    result as a run that never stopped, and ``out/summary.json`` at the end; both atomically, and
+    a run already there is not overwritten unless ``overwrite=True``
+    (:func:`resmooth.runfiles.open_run`).
 
     ``data`` is a :class:`~resmooth.data.DeviceData` of Fashion-MNIST to reuse (a study loads it
     once per seed); by default it is loaded from ``config.data_root``.
     """
     out = Path(out) if out is not None else None
-    if out is not None and (out / "summary.json").exists() and not overwrite:
-        raise RunExistsError(f"{out}/summary.json exists; pass overwrite=True (--overwrite) to replace it")
+    checkpoint = None
+    if out is not None:
+        checkpoint = open_run(out, resume=resume, overwrite=overwrite)
+        if checkpoint is not None and DenseConfig(**checkpoint["config"]) != config:
+            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another out or overwrite=True")
     device = resolve_device(config.device)
     if data is None:
         data = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed, device=device)
@@ -206,31 +235,53 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
                          torch.Generator(device=device).manual_seed(TEST_NOISE_SEED))
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = -(-len(clean_train) // config.batch_size)
-    total, step, losses = config.epochs * steps_per_epoch, 0, []
+    total = config.epochs * steps_per_epoch
     objective = DenseObjective(config, total)
+    losses: list[float] = []
+    seconds = 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        objective.load_state_dict(checkpoint["objective"])
+        generator.set_state(checkpoint["generator"])
+        losses, seconds = checkpoint["train_loss"], checkpoint["train_seconds"]
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="step", desc=f"{config.task} {config.loss} seed {config.seed}")
-    start = time.perf_counter()
-    for _ in range(config.epochs):
+        bar = tqdm(total=total, initial=len(losses) * steps_per_epoch, unit="step",
+                   desc=f"{config.task} {config.loss} seed {config.seed}")
+    for epoch in range(len(losses), config.epochs):
+        tic = time.perf_counter()
+        # Summed on the device and read once per epoch: a check per step would wait for the
+        # device at every step. A NaN or an infinity stays in the sum, so the epoch's check sees it.
         epoch_loss = torch.zeros((), device=device)
         for clean, _ in batches(clean_train, data.train_y, config.batch_size, shuffle=True, generator=generator):
             noisy = corrupt(clean, config.noise, config.level, generator)
             loss = objective(model(noisy), task_target(clean, config))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the {config.loss} loss became {float(loss)} at step {step}; lower lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             objective.step()
             epoch_loss += loss.detach()
-            step += 1
             if bar is not None:
                 bar.update()
         losses.append(float(epoch_loss) / steps_per_epoch)
-    seconds = time.perf_counter() - start
+        if not math.isfinite(losses[-1]):
+            if bar is not None:
+                bar.close()
+            kept = f"the checkpoint of epoch {epoch} in {out} is kept" if out is not None and epoch else "nothing was saved"
+            raise NonFiniteLossError(
+                f"the {config.loss} loss became {losses[-1]} in epoch {epoch + 1}: the run stops, and {kept}. "
+                "Lower the learning rate (lr) or check the data."
+            )
+        seconds += time.perf_counter() - tic
+        if out is not None:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "objective": objective.state_dict(),  # the smoothing's progress schedule
+                     "generator": generator.get_state(), "train_loss": losses, "train_seconds": seconds,
+                     "config": config.to_dict()}
+            atomic_write(out / CHECKPOINT, lambda p: torch.save(state, p))
     if bar is not None:
         bar.close()
     summary = {
@@ -242,7 +293,6 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, overwrite
         "environment": environment(device),
     }
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "summary.json", summary)
     return summary, model
 
@@ -254,7 +304,10 @@ STUDY_TASKS: dict[str, dict[str, Any]] = {
     "denoise-salt-pepper-0.3": dict(task="denoise", noise="salt-pepper", level=0.3),
     "segment-gaussian-0.5": dict(task="segment", noise="gaussian", level=0.5),
 }
+# The study's record in its folder: what the folder is ("study": "dense", which `report` reads),
+# the seeds and the DenseConfig overrides.
 STUDY_FILE = "dense-study.json"
+STUDY = "dense"
 
 
 def study_runs(seeds: int, **overrides: Any) -> list[tuple[str, DenseConfig]]:
@@ -265,7 +318,8 @@ def study_runs(seeds: int, **overrides: Any) -> list[tuple[str, DenseConfig]]:
 
 def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, download: bool = False,
                     **overrides: Any) -> Path:
-    """Run the chapter's study into ``out`` (resumable: finished runs are skipped) and report it.
+    """Run the chapter's study into ``out`` (resumable: finished runs are skipped, a stopped one continues
+    from its last epoch) and report it.
 
     ``overrides`` set DenseConfig fields for every run (epochs, subset, data_root, device, ...).
     ``download`` fetches Fashion-MNIST first when its files are missing.
@@ -274,9 +328,10 @@ def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, dow
     out = Path(out)
     runs = study_runs(seeds, **overrides)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"seeds": seeds, "overrides": overrides}
+    record = {"study": STUDY, "seeds": seeds, "overrides": overrides}
     previous = out / STUDY_FILE
-    if previous.exists() and json.loads(previous.read_text()) != record:
+    # A record written before it said "study" is the dense study's: the file is its own.
+    if previous.exists() and {"study": STUDY, **json.loads(previous.read_text())} != record:
         raise RunExistsError(f"{out} holds a study with other settings ({previous.read_text().strip()}); use another out")
     write_json(previous, record)
     todo = [(name, config) for name, config in runs if not (out / name / "summary.json").exists()]
@@ -291,7 +346,7 @@ def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, dow
                                     device=resolve_device(config.device), download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
-        train_dense(config, out / name, quiet=True, data=loaded[key])
+        train_dense(config, out / name, resume=True, quiet=True, data=loaded[key])
     dense_report(out)
     return out
 

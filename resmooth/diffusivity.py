@@ -11,19 +11,35 @@ full      ``S(dn; s(t), alpha)``              Sec. 4.3.3, Eq. 19
 ========  ==================================  ===================
 
 ``dn`` is the normalized residual (Eq. 18) and ``s(t)`` the annealing scale (Eq. 13/14).
+
+The hyperparameters (scheme, distribution, mu, b, alpha, s) are defined, defaulted and checked
+once, by :class:`DiffusivityMap`, which the loss and the trainers' configs share.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 from torch import Tensor
 
 import torch
 
-from ._checks import check_choice, check_floating, check_real
-from .annealing import DISTRIBUTIONS, annealing_scale
+from ._checks import check_choice, check_floating, check_progress, check_real
+from ._fields import option
+from .annealing import DISTRIBUTIONS, annealing_curve
 from .residual import scaled_normalized
 
 SCHEMES = ("global", "local", "full")
+
+# The hyperparameters each scheme does not read, and why (Eq. 15, 17, 19): a value other than
+# the default would change nothing, so it is refused rather than dropped.
+_ANNEALED = "takes its scale from the annealing s(t), not from s"
+IGNORED: dict[str, dict[str, str]] = {
+    "global": {"alpha": "fixes alpha = 0 (Eq. 15)", "s": f"{_ANNEALED} (Eq. 15)"},
+    "local": {name: "has the constant scale s and no annealing (Eq. 17)" for name in ("distribution", "mu", "b")},
+    "full": {"s": f"{_ANNEALED} (Eq. 19)"},
+}
 
 
 def scaled_sigmoid(x: float | Tensor, s: float, alpha: float) -> float | Tensor:
@@ -41,15 +57,107 @@ def scaled_sigmoid(x: float | Tensor, s: float, alpha: float) -> float | Tensor:
     return s * float(torch.sigmoid(torch.tensor(alpha * float(x), dtype=torch.float64)))
 
 
+@dataclass(frozen=True)
+class DiffusivityMap:
+    """The diffusivity map kappa's hyperparameters (Eq. 10, 13-19), checked once, with their defaults.
+
+    The one definition that :func:`diffusivity`, :class:`~resmooth.loss.ResidualSmoothingLoss`
+    and the trainers' configs (:class:`~resmooth.train.Config`,
+    :class:`~resmooth.dense.DenseConfig`) share: each field's help is the command line's.
+
+    A hyperparameter that the scheme does not read must keep its default (``alpha`` under
+    ``"global"``, which may also be the 0 that the scheme fixes; ``s`` outside ``"local"``;
+    ``distribution``, ``mu`` and ``b`` under ``"local"``): another value would change nothing,
+    and is refused with a ValueError that names it, the scheme and why (:data:`IGNORED`).
+
+    Raises:
+        ValueError, TypeError: a value out of range, of the wrong type, or ignored by the scheme.
+    """
+
+    scheme: str = option("full", "the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19); the "
+                         "parameters that it does not read must keep their defaults", SCHEMES)
+    distribution: str = option("laplace", "the annealing density of the scale s(t), laplace (Eq. 14) or logistic "
+                               "(Eq. 13)", DISTRIBUTIONS)
+    mu: float = option(0.75, "where the annealing scale s(t) peaks, as a fraction of training")
+    b: float = option(0.5, "the scale b > 0 of the annealing density, in units of training progress "
+                      "(s(t) = exp(-|t - mu| / b) for laplace; larger is flatter)")
+    alpha: float = option(1.0, "the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized residual "
+                          "(Eq. 10; 0 makes kappa constant)")
+    s: float = option(1.0, "the constant scale s >= 0 of the local scheme's diffusivity (Eq. 17); the global and "
+                      "full schemes take theirs from the annealing s(t)")
+
+    def __post_init__(self) -> None:
+        check_choice("scheme", self.scheme, SCHEMES)
+        check_choice("distribution", self.distribution, DISTRIBUTIONS)
+        # Stored as floats, so that an int and a float of one value are one map.
+        for name, minimum, strict in (("mu", None, False), ("b", 0.0, True), ("alpha", 0.0, False), ("s", 0.0, False)):
+            object.__setattr__(self, name, check_real(name, getattr(self, name), minimum=minimum, strict=strict))
+        for name, why in IGNORED[self.scheme].items():
+            if (self.scheme, name, getattr(self, name)) == ("global", "alpha", 0.0):
+                continue  # the global scheme's own alpha, said out loud
+            check_default(name, getattr(self, name), f"scheme={self.scheme!r} {why}")
+
+    @classmethod
+    def of(cls, owner: object, **values: object) -> DiffusivityMap:
+        """The map whose fields ``owner`` (a config) holds as attributes of the same names; ``values`` set the others."""
+        return cls(**{f.name: getattr(owner, f.name) for f in dataclasses.fields(cls) if f.name not in values}, **values)
+
+    @property
+    def annealed(self) -> bool:
+        """Whether the scale is the annealing ``s(t)`` (global, full), which needs the training progress."""
+        return self.scheme != "local"
+
+    @property
+    def peak(self) -> float:
+        """The largest kappa of a run: ``s(t) <= 1`` peaks at 1, halved by the global scheme; ``s`` (local)."""
+        return {"global": 0.5, "local": self.s, "full": 1.0}[self.scheme]
+
+    def scale(self, t: float | Tensor | None) -> float | Tensor:
+        """The sigmoid's scale: ``s(t)`` (Eq. 13/14) at a checked progress ``t``, or the constant ``s`` (local)."""
+        if not self.annealed:
+            return self.s
+        if t is None:
+            raise ValueError(f"t (training progress in [0, 1]) is required by scheme={self.scheme!r}")
+        return annealing_curve(t, self.mu, self.b, self.distribution)
+
+    def kappa(self, d: Tensor, scale: float | Tensor) -> float | Tensor:
+        """kappa of residuals ``d`` (N, ...) at a known scale (:meth:`scale`), without a check.
+
+        The global scheme's kappa is the same for every element, ``scale / 2``, and is returned
+        as such (a number for a number scale) so that callers need not build a tensor of it.
+        """
+        if self.scheme == "global":
+            return scale * 0.5
+        return scaled_normalized(d, self.alpha).sigmoid_().mul_(scale)
+
+
+def check_default(name: str, value: object, why: str) -> None:
+    """Refuse a :class:`DiffusivityMap` field ``name`` that would be ignored, ``why`` says by what."""
+    default = next(f.default for f in dataclasses.fields(DiffusivityMap) if f.name == name)
+    if value != default:
+        raise ValueError(f"{name}={value!r} would be ignored: {why}; leave {name} at its default {default!r}")
+
+
+def refuse_unused(owner: object, why: str) -> None:
+    """Refuse each :class:`DiffusivityMap` field that ``owner`` (a config) holds, and not at its
+    default: ``owner`` uses no diffusivity map, as ``why`` says."""
+    for f in dataclasses.fields(DiffusivityMap):
+        if hasattr(owner, f.name):
+            check_default(f.name, getattr(owner, f.name), why)
+
+
+DEFAULTS = DiffusivityMap()
+
+
 def diffusivity(
     d: Tensor,
     t: float | Tensor | None = None,
-    scheme: str = "full",
-    distribution: str = "laplace",
-    mu: float = 0.75,
-    b: float = 0.5,
-    alpha: float = 1.0,
-    s: float = 1.0,
+    scheme: str = DEFAULTS.scheme,
+    distribution: str = DEFAULTS.distribution,
+    mu: float = DEFAULTS.mu,
+    b: float = DEFAULTS.b,
+    alpha: float = DEFAULTS.alpha,
+    s: float = DEFAULTS.s,
 ) -> Tensor:
     """The diffusivity map kappa for a batch of residuals (Eq. 15, 17, 19).
 
@@ -59,39 +167,14 @@ def diffusivity(
     Args:
         d: residuals, (N, ...) floating point; normalized per sample over all non-batch dims.
         t: training progress in [0, 1]; required by the ``"global"`` and ``"full"`` schemes
-            (a number, or a tensor broadcastable to ``d``).
-        scheme: ``"global"``, ``"local"`` or ``"full"``.
-        distribution: the annealing density, ``"laplace"`` or ``"logistic"``.
-        mu, b: the annealing density's peak location and scale (b > 0).
-        alpha: the sigmoid's steepness (>= 0); unused by ``"global"``, whose alpha is 0.
-        s: the constant scale of the ``"local"`` scheme (>= 0); the other schemes take their
-            scale from the annealing schedule ``s(t)`` instead.
+            (a number, or a tensor broadcastable to ``d``); ``"local"`` does not read it.
+        scheme, distribution, mu, b, alpha, s: the map's hyperparameters (:class:`DiffusivityMap`,
+            which refuses one that the scheme ignores).
 
     Returns:
         kappa, shaped like ``d``, detached.
     """
     check_floating("d", d)
-    check_choice("scheme", scheme, SCHEMES)
-    check_choice("distribution", distribution, DISTRIBUTIONS)
-    alpha = check_real("alpha", alpha, minimum=0.0)
-    s = check_real("s", s, minimum=0.0)
-    b = check_real("b", b, minimum=0.0, strict=True)
-    if scheme == "local":
-        scale: float | Tensor = s
-    elif t is None:
-        raise ValueError(f"t (training progress in [0, 1]) is required by scheme={scheme!r}")
-    else:
-        scale = annealing_scale(t, mu=mu, b=b, distribution=distribution)
-    kappa = diffusivity_map(d.detach(), scale, scheme, alpha)
+    kappa_map = DiffusivityMap(scheme, distribution, mu, b, alpha, s)
+    kappa = kappa_map.kappa(d.detach(), kappa_map.scale(None if t is None else check_progress("t", t)))
     return kappa.expand_as(d) if isinstance(kappa, Tensor) else torch.full_like(d, kappa)
-
-
-def diffusivity_map(d: Tensor, scale: float | Tensor, scheme: str, alpha: float) -> float | Tensor:
-    """kappa for checked arguments and a known scale (``s(t)``, or ``s`` for the local scheme).
-
-    The global scheme's kappa is the same for every element, ``scale / 2``, and is returned as
-    such (a number) so that callers need not build a tensor of it.
-    """
-    if scheme == "global":
-        return scale * 0.5
-    return scaled_normalized(d, alpha).sigmoid_().mul_(scale)

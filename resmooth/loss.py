@@ -10,19 +10,22 @@ the loss).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_progress, check_real
-from .annealing import DISTRIBUTIONS, annealing_curve
 from .diffusion import GlobalSmoothedNorm, _check_classes, explicit_euler, stable_steps
-from .diffusivity import SCHEMES, diffusivity_map
+from .diffusivity import DEFAULTS, DiffusivityMap
 from .residual import ACTIVATIONS, difference
 
 REDUCTIONS = ("mean", "sum", "none")
 OPERATORS = ("auto", "global", "grid")
+# The grid operator's diffusion time tau (Eq. 8); the global operator is the paper's single
+# smoothing layer (Eq. 22) and has none.
+DIFFUSION_TIME = 1.0
 
 
 class _ResidualLoss(nn.Module):
@@ -108,17 +111,21 @@ class ResidualSmoothingLoss(_ResidualLoss):
 
     ``operator="global"`` on a dense output treats its C x H x W elements as one vector.
 
+    A hyperparameter that the scheme or the operator does not read must keep its default:
+    :class:`~resmooth.diffusivity.DiffusivityMap` refuses the scheme's (``alpha`` under
+    ``"global"``, ``s`` outside ``"local"``, the annealing's under ``"local"``), and a ``tau``
+    other than 1 is refused with ``operator="global"`` at construction, and with
+    ``operator="auto"`` at the first (N, M) input, which takes the global operator.
+
     Under ``torch.compile(criterion, fullgraph=True)``: use the schedule (or a tensor
     ``progress``), which keeps the graph the same over the run, and ``validate_args=False``,
     whose checks read values back from the device.
 
     Args:
-        scheme: the diffusivity scheme, ``"global"``, ``"local"`` or ``"full"`` (Eq. 15, 17, 19).
-        distribution: the annealing density, ``"laplace"`` or ``"logistic"`` (Eq. 13, 14).
-        mu: where the annealing scale peaks, as a fraction of training.
-        b: the annealing density's scale, > 0.
-        alpha: the sigmoid's steepness, >= 0.
-        s: the constant scale of the ``"local"`` scheme, >= 0.
+        scheme, distribution, mu, b, alpha, s: the diffusivity map's hyperparameters
+            (:class:`~resmooth.diffusivity.DiffusivityMap`: the scheme, Eq. 15, 17, 19; the
+            annealing density and its peak and scale, Eq. 13, 14; the sigmoid's steepness, and
+            the local scheme's constant scale, Eq. 10, 17).
         activation: ``"softmax"``, ``"sigmoid"`` or ``"identity"``.
         operator: ``"auto"``, ``"global"`` or ``"grid"``.
         tau: the grid operator's diffusion time, >= 0 (the global operator is the paper's single
@@ -131,6 +138,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
             them, for ``torch.compile(fullgraph=True)`` and CUDA graphs.
 
     Attributes:
+        diffusivity: the :class:`~resmooth.diffusivity.DiffusivityMap` of the hyperparameters.
         steps_done: the optimizer steps counted by :meth:`step` (a 0-dim int64 buffer).
         last_kappa: the diffusivity of the last call, detached (a tensor, or a number for the
             global scheme at a number ``progress``, whose kappa is the same everywhere).
@@ -141,29 +149,26 @@ class ResidualSmoothingLoss(_ResidualLoss):
 
     def __init__(
         self,
-        scheme: str = "full",
-        distribution: str = "laplace",
-        mu: float = 0.75,
-        b: float = 0.5,
-        alpha: float = 1.0,
-        s: float = 1.0,
+        scheme: str = DEFAULTS.scheme,
+        distribution: str = DEFAULTS.distribution,
+        mu: float = DEFAULTS.mu,
+        b: float = DEFAULTS.b,
+        alpha: float = DEFAULTS.alpha,
+        s: float = DEFAULTS.s,
         activation: str = "softmax",
         operator: str = "auto",
-        tau: float = 1.0,
+        tau: float = DIFFUSION_TIME,
         reduction: str = "mean",
         *,
         total_steps: int | None = None,
         validate_args: bool = True,
     ) -> None:
         super().__init__(activation, reduction, validate_args)
-        self.scheme = check_choice("scheme", scheme, SCHEMES)
-        self.distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
-        self.mu = check_real("mu", mu)
-        self.b = check_real("b", b, minimum=0.0, strict=True)
-        self.alpha = check_real("alpha", alpha, minimum=0.0)
-        self.s = check_real("s", s, minimum=0.0)
+        self.diffusivity = DiffusivityMap(scheme, distribution, mu, b, alpha, s)
         self.operator = check_choice("operator", operator, OPERATORS)
         self.tau = check_real("tau", tau, minimum=0.0)
+        if operator == "global":
+            self._check_tau_is_read("operator='global'")
         self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, 1)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self._warned_past_end = False
@@ -190,7 +195,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
         """The schedule's progress ``min(steps_done, total_steps) / total_steps``, a 0-dim float64 tensor."""
         if self.total_steps is None:
             raise ValueError(
-                f"progress is required by scheme={self.scheme!r}: pass forward(..., progress=t) with t in [0, 1], "
+                f"progress is required by scheme={self.diffusivity.scheme!r}: pass forward(..., progress=t) with t in [0, 1], "
                 "or construct with total_steps=N and call step() once per optimizer step"
             )
         # float64, as the quotient of two integers in Python: the trainers' progress exactly.
@@ -211,10 +216,18 @@ class ResidualSmoothingLoss(_ResidualLoss):
 
     def scale(self, t: float | Tensor | None = None) -> float | Tensor:
         """The diffusivity's scale ``s(t)`` at progress ``t`` (None: the schedule's), or the constant ``s`` (local)."""
-        if self.scheme == "local":
-            return self.s
-        t = self.progress() if t is None else self._check_progress(t)
-        return annealing_curve(t, self.mu, self.b, self.distribution)
+        if t is not None:
+            t = self._check_progress(t)
+        elif self.diffusivity.annealed:
+            t = self.progress()
+        return self.diffusivity.scale(t)
+
+    def _check_tau_is_read(self, operator: str) -> None:
+        if self.tau != DIFFUSION_TIME:
+            raise ValueError(
+                f"tau={self.tau!r} would be ignored: {operator} is the single smoothing layer of Eq. 22, with no "
+                f"diffusion time; leave tau at its default {DIFFUSION_TIME!r}, or use operator='grid' on (N, C, *spatial) input"
+            )
 
     def forward(self, input: Tensor, target: Tensor, progress: float | Tensor | None = None) -> Tensor:
         scale = self.scale(progress)
@@ -222,6 +235,8 @@ class ResidualSmoothingLoss(_ResidualLoss):
         operator = self.operator
         if operator == "auto":
             operator = "global" if diff.ndim == 2 else "grid"
+            if operator == "global":
+                self._check_tau_is_read(f"operator='auto' on input of shape {tuple(diff.shape)}")
         if operator == "grid" and not 1 <= diff.ndim - 2 <= 3:
             raise ValueError(
                 f"operator='grid' needs input of shape (N, C, *spatial) with 1 to 3 spatial dims; "
@@ -230,7 +245,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
         # |diff| once: with its gradient where the grid steps use it, without where the fused
         # global node takes it as a constant input.
         d = diff.abs() if operator == "grid" else diff.detach().abs()
-        kappa = diffusivity_map(d.detach(), scale, self.scheme, self.alpha)
+        kappa = self.diffusivity.kappa(d.detach(), scale)
         self.last_scale = scale
         self.last_kappa = kappa
         if operator == "global":
@@ -246,15 +261,12 @@ class ResidualSmoothingLoss(_ResidualLoss):
     def _grid_steps(self, ndim: int) -> int:
         """The fewest stable Euler steps for the run's largest kappa, with no read-back of kappa.
 
-        kappa <= s(t) <= 1 (the annealing scale peaks at 1), or <= s (local), and half of it for
-        the global scheme: one number for the whole run, so that a compiled graph never changes.
+        One bound for the whole run (:attr:`DiffusivityMap.peak <resmooth.diffusivity.DiffusivityMap.peak>`),
+        so that a compiled graph never changes.
         """
-        bound = self.s if self.scheme == "local" else 1.0
-        return stable_steps(self.tau, bound / 2 if self.scheme == "global" else bound, ndim)
+        return stable_steps(self.tau, self.diffusivity.peak, ndim)
 
     def extra_repr(self) -> str:
-        return (
-            f"scheme={self.scheme!r}, distribution={self.distribution!r}, mu={self.mu}, b={self.b}, "
-            f"alpha={self.alpha}, s={self.s}, operator={self.operator!r}, tau={self.tau}, "
-            f"total_steps={self.total_steps}, " + super().extra_repr()
-        )
+        fields = ", ".join(f"{name}={value!r}" for name, value in dataclasses.asdict(self.diffusivity).items())
+        return (f"{fields}, operator={self.operator!r}, tau={self.tau}, total_steps={self.total_steps}, "
+                + super().extra_repr())

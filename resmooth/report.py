@@ -74,6 +74,24 @@ def against(groups: dict[str, list[dict[str, Any]]], baseline: str, metric: str)
     return rows
 
 
+def report_folder(folder: str | Path) -> str:
+    """The report of a results folder (``python -m resmooth report FOLDER``), by what the folder says it is.
+
+    The dense study's folder declares itself in its study file (``"study": "dense"``, or no
+    such field in a file written before it): :func:`resmooth.dense.dense_report`. Any other
+    folder is a sweep's: :func:`report`.
+    """
+    from .dense import STUDY, STUDY_FILE, dense_report
+
+    study_file = Path(folder) / STUDY_FILE
+    if not study_file.exists():
+        return report(folder)
+    study = json.loads(study_file.read_text()).get("study", STUDY)
+    if study != STUDY:
+        raise ValueError(f"{study_file} declares study {study!r}; the reports know {STUDY!r} and sweeps")
+    return dense_report(folder)
+
+
 def report(folder: str | Path, *, write: bool = True) -> str:
     """Aggregate a sweep's folder into Markdown (returned) and, with ``write``, report.md and report.csv.
 
@@ -129,8 +147,8 @@ def report(folder: str | Path, *, write: bool = True) -> str:
 
 # What makes a method a method; what the grid searches tune within it; what does not change results.
 FAMILY_FIELDS = ("method", "scheme", "distribution")
-TUNED_FIELDS = ("weight_decay", "b", "alpha", "mu", "nu", "label_smoothing", "lr")
-TUNED_BY = {"resmooth": ("b", "alpha", "mu", "weight_decay"), "adaptive-wd": ("nu", "weight_decay"),
+TUNED_FIELDS = ("weight_decay", "b", "alpha", "mu", "s", "nu", "label_smoothing", "lr")
+TUNED_BY = {"resmooth": ("b", "alpha", "mu", "s", "weight_decay"), "adaptive-wd": ("nu", "weight_decay"),
             "label-smoothing": ("label_smoothing", "weight_decay")}
 RUN_FIELDS = ("seed", "device", "data_root", "eval_batch_size")
 BASELINE = "sgd"
@@ -198,8 +216,9 @@ def compare(groups: dict[str, list[dict[str, Any]]], protocol: str) -> list[Comp
                 if seeds:
                     paired = paired_difference([by_seed[k] for k in seeds], [base_by_seed[k] for k in seeds])
             config = runs[0]["config"]
-            tuned = ",".join(f"{k}={_fmt(config[k])}" for k in TUNED_BY.get(config["method"], ("weight_decay", "lr"))
-                             if len({repr(o[1][0]["config"][k]) for options in families.values() for o in options}) > 1) or "-"
+            # .get: a summary older than a field (s) lacks it.
+            tuned = ",".join(f"{k}={_fmt(config.get(k))}" for k in TUNED_BY.get(config["method"], ("weight_decay", "lr"))
+                             if len({repr(o[1][0]["config"].get(k)) for options in families.values() for o in options}) > 1) or "-"
             rows.append(Comparison(name, fam, tuned, len(families[fam]), summarize_values([r[metric] for r in runs]), paired))
     return rows
 

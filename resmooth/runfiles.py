@@ -20,6 +20,29 @@ class RunExistsError(FileExistsError):
     """The output folder holds a run that would be overwritten."""
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
+def open_run(out: Path, *, resume: bool, overwrite: bool, started_by: tuple[str, ...] = (CHECKPOINT,)) -> dict[str, Any] | None:
+    """Make the folder ``out`` ready for a run; return the checkpoint to resume from (None: start afresh).
+
+    A finished run (``summary.json``) is refused unless ``overwrite``; an unfinished one (any of
+    the files ``started_by``) unless ``resume`` (continue from its checkpoint) or ``overwrite``.
+
+    Raises:
+        RunExistsError: the run would be overwritten.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "summary.json").exists() and not overwrite:
+        raise RunExistsError(f"{out} holds a finished run (summary.json); pass overwrite=True (--overwrite) to replace it")
+    if any((out / name).exists() for name in started_by) and not (resume or overwrite):
+        raise RunExistsError(f"{out} holds an unfinished run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
+    if resume and (out / CHECKPOINT).exists():
+        # weights_only: a checkpoint from someone else can hold tensors and plain data, never code.
+        return torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+    return None
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` and rename into place: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -30,14 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
-from ._fields import option
-from .annealing import DISTRIBUTIONS
+from ._fields import inherited, option
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
-from .diffusivity import SCHEMES
+from .diffusivity import DiffusivityMap, refuse_unused
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
 from .models import MODELS, build_model
 from .regularization import adaptive_decay, add_weight_decay_
-from .runfiles import RunExistsError, atomic_write, environment, write_json, write_jsonl
+from .runfiles import CHECKPOINT, atomic_write, environment, open_run, write_json, write_jsonl
 
 METHODS = ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd")
 # The optimizers' usual default learning rates; SGD's is the paper's 0.1.
@@ -50,7 +49,16 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class Config:
-    """Everything that defines a run. The defaults are the paper's Fashion-MNIST protocol."""
+    """Everything that defines a run. The defaults are the paper's Fashion-MNIST protocol.
+
+    The residual smoothing fields (``scheme`` to ``s``) are those of
+    :class:`~resmooth.diffusivity.DiffusivityMap`, checked by it. Every field has a default, and a
+    default is never refused; a field that the run would ignore must keep it: the smoothing
+    fields when ``method`` is not ``"resmooth"``, and the ones that the scheme does not read
+    (``alpha`` under ``"global"``, which may also be 0; ``s`` outside ``"local"``;
+    ``distribution``, ``mu`` and ``b`` under ``"local"``). Another value is a ValueError that
+    names the field and why.
+    """
 
     dataset: str = option("fashion-mnist", "the dataset", DATASETS)
     data_root: str | None = option(None, "the folder that holds the datasets (default: $RESMOOTH_DATA, else ~/.cache/resmooth/data)")
@@ -59,15 +67,13 @@ class Config:
                          "(cross-entropy), label-smoothing (cross-entropy with smoothed labels), adam and adagrad "
                          "(squared error), resmooth (residual smoothing, Algorithm 1), adaptive-wd (squared error "
                          "with per-sample adaptive weight decay, Eq. 5-6)", METHODS)
-    # Residual smoothing (Eq. 13-22).
-    scheme: str = option("full", "resmooth: the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19)", SCHEMES)
-    distribution: str = option("laplace", "resmooth: the annealing density of the scale s(t), laplace (Eq. 14) or "
-                               "logistic (Eq. 13)", DISTRIBUTIONS)
-    b: float = option(0.5, "resmooth: the scale b > 0 of the annealing density, in units of training progress "
-                      "(s(t) = exp(-|t - mu| / b) for laplace; larger is flatter)")
-    alpha: float = option(1.0, "resmooth: the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized "
-                          "residual (Eq. 10; 0 makes kappa constant)")
-    mu: float = option(0.75, "resmooth: where the annealing scale s(t) peaks, as a fraction of training")
+    # Residual smoothing (Eq. 13-22): DiffusivityMap's fields.
+    scheme: str = inherited(DiffusivityMap, "scheme", "resmooth")
+    distribution: str = inherited(DiffusivityMap, "distribution", "resmooth")
+    b: float = inherited(DiffusivityMap, "b", "resmooth")
+    alpha: float = inherited(DiffusivityMap, "alpha", "resmooth")
+    mu: float = inherited(DiffusivityMap, "mu", "resmooth")
+    s: float = inherited(DiffusivityMap, "s", "resmooth")
     # Optimization (Sec. 6): lr for the first lr_drop of the epochs, then lr * lr_factor.
     epochs: int = option(48, "training epochs")
     batch_size: int = option(128, "images per optimizer step")
@@ -99,11 +105,10 @@ class Config:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("model", self.model, MODELS)
         check_choice("method", self.method, METHODS)
-        check_choice("scheme", self.scheme, SCHEMES)
-        check_choice("distribution", self.distribution, DISTRIBUTIONS)
-        check_real("b", self.b, minimum=0.0, strict=True)
-        check_real("alpha", self.alpha, minimum=0.0)
-        check_real("mu", self.mu)
+        if self.method == "resmooth":
+            DiffusivityMap.of(self)  # its checks
+        else:
+            refuse_unused(self, f"method={self.method!r} has no residual smoothing")
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed)
@@ -143,6 +148,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def diffusivity(self) -> DiffusivityMap:
+        """The residual smoothing's hyperparameters (those of ``method="resmooth"``)."""
+        return DiffusivityMap.of(self)
 
     @property
     def learning_rate(self) -> float:
@@ -203,10 +213,8 @@ class Objective(nn.Module):
         self.label_smoothing = config.label_smoothing if config.method == "label-smoothing" else 0.0
         self.smoothing = None
         if config.method == "resmooth":
-            self.smoothing = ResidualSmoothingLoss(
-                config.scheme, config.distribution, config.mu, config.b, config.alpha, reduction="none",
-                total_steps=total_steps,
-            )
+            self.smoothing = ResidualSmoothingLoss(**dataclasses.asdict(config.diffusivity), reduction="none",
+                                                   total_steps=total_steps)
         self.squared_error = SquaredErrorLoss(reduction="none")
 
     @property
@@ -289,17 +297,10 @@ def train(
     out = Path(out) if out is not None else None
     checkpoint = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        started = (out / "checkpoint.pt").exists() or (out / "metrics.jsonl").exists()
-        if (out / "summary.json").exists() and not overwrite:
-            raise RunExistsError(f"{out} holds a finished run (summary.json); pass overwrite=True (--overwrite) to replace it")
-        if started and not (resume or overwrite):
-            raise RunExistsError(f"{out} holds an unfinished run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
-        if resume and (out / "checkpoint.pt").exists():
-            # weights_only: a checkpoint from someone else can hold tensors and plain data, never code.
-            checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-            if checkpoint["config"] != config.to_dict():
-                raise ValueError(f"{out}/checkpoint.pt was written by another config; use another --out or --overwrite")
+        checkpoint = open_run(out, resume=resume, overwrite=overwrite, started_by=(CHECKPOINT, "metrics.jsonl"))
+        # from_dict fills in the fields that a checkpoint older than them lacks, at their defaults.
+        if checkpoint is not None and Config.from_dict(checkpoint["config"]) != config:
+            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another --out or --overwrite")
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -392,7 +393,7 @@ def train(
         if out is not None:
             write_jsonl(out / "metrics.jsonl", metrics)
             state = _state(model, optimizer, objective, generator, epoch + 1, metrics, config)
-            atomic_write(out / "checkpoint.pt", lambda p: torch.save(state, p))
+            atomic_write(out / CHECKPOINT, lambda p: torch.save(state, p))
         if bar is not None:
             bar.set_postfix(test_acc=f"{record.get('test_acc', float('nan')):.2f}", loss=f"{train_loss:.4f}")
     if bar is not None:

@@ -35,3 +35,15 @@ def test_the_train_options_say_what_they_are():
     assert "{sgd,sgd-ce,label-smoothing,adam,adagrad,resmooth,adaptive-wd}" in text
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--method", "sgd-momentum"])
+
+
+def test_the_smoothing_options_are_the_diffusivity_maps():
+    import dataclasses
+
+    from resmooth.diffusivity import DiffusivityMap
+
+    train = {a.dest: a for a in subcommand("train")._actions}
+    for field in dataclasses.fields(DiffusivityMap):
+        assert train[field.name].default == field.default
+        assert train[field.name].help.startswith("resmooth: " + field.metadata["help"])
+    assert tuple(train["scheme"].choices) == ("global", "local", "full")

@@ -1,5 +1,6 @@
 """Dense outputs: image metrics against scikit-image, corruptions, the autoencoder and the study runner."""
 
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,9 @@ from resmooth.data import DeviceData
 from resmooth.dense import LOSSES, STUDY_TASKS, DenseConfig, DenseObjective, dense_report, run_dense_study, study_runs, train_dense
 from resmooth.images import corrupt, intersection_union, psnr, silhouette, ssim, total_variation
 from resmooth.models.autoencoder import ConvAutoencoder
+from resmooth.report import report_folder
 from resmooth.runfiles import RunExistsError
+from resmooth.train import NonFiniteLossError
 
 F64 = torch.float64
 
@@ -89,6 +92,30 @@ def test_bad_dense_configs_name_the_field(fields, name):
         DenseConfig(**fields)
 
 
+@pytest.mark.parametrize(
+    "fields,message",
+    [(dict(loss="squared-error", alpha=2.0), "alpha=2.0 would be ignored: loss='squared-error' has no residual smoothing"),
+     (dict(loss="total-variation", tau=2.0), "tau=2.0 would be ignored: loss='total-variation' has no grid operator"),
+     (dict(loss="resmooth-graph", tau=2.0), "tau=2.0 would be ignored: loss='resmooth-graph' has no grid operator"),
+     (dict(loss="resmooth-global", alpha=2.0), "alpha=2.0 would be ignored: scheme='global' fixes alpha = 0"),
+     (dict(loss="resmooth-full", s=0.5), "s=0.5 would be ignored: scheme='full' takes its scale from the annealing"),
+     (dict(loss="resmooth-local", b=0.3), "b=0.3 would be ignored: scheme='local' has the constant scale s")],
+)
+def test_a_field_the_dense_run_ignores_is_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        DenseConfig(**fields)
+
+
+def test_the_dense_smoothing_is_the_diffusivity_map_of_its_loss():
+    from resmooth.diffusivity import DiffusivityMap
+
+    assert DenseConfig(loss="squared-error").diffusivity is None
+    assert DenseConfig(loss="resmooth-graph").diffusivity == DiffusivityMap("full")
+    local = DenseConfig(loss="resmooth-local", s=0.5, tau=2.0)
+    criterion = DenseObjective(local, total_steps=10).criterion
+    assert criterion.diffusivity == DiffusivityMap("local", s=0.5) and criterion.tau == 2.0
+
+
 def test_every_objective_gives_a_finite_loss_and_gradient():
     logits = torch.randn(2, 2, 12, 12, requires_grad=True)
     target = silhouette(blobs(2, 12))
@@ -133,6 +160,47 @@ def test_denoising_learns_and_the_run_is_not_overwritten(tmp_path, one_thread):
     assert again["psnr"] == summary["psnr"]
 
 
+@pytest.mark.parametrize("loss", ["resmooth-full", "total-variation"])
+def test_a_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch, one_thread, loss):
+    import resmooth.dense as dense
+
+    data = synthetic_data(64, 16)
+    config = DenseConfig(loss=loss, epochs=3, batch_size=16, width=4, eval_batch_size=16)
+    whole, _ = train_dense(config, tmp_path / "whole", quiet=True, data=data)
+
+    class Stop(Exception):
+        pass
+
+    real_write = dense.atomic_write
+
+    def stop_after_the_first_checkpoint(path, write):
+        real_write(path, write)
+        raise Stop
+
+    monkeypatch.setattr(dense, "atomic_write", stop_after_the_first_checkpoint)
+    with pytest.raises(Stop):
+        train_dense(config, tmp_path / "cut", quiet=True, data=data)
+    monkeypatch.setattr(dense, "atomic_write", real_write)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["train_loss"] == whole["train_loss"][:1]
+    with pytest.raises(RunExistsError, match="unfinished run; pass resume=True"):
+        train_dense(config, tmp_path / "cut", quiet=True, data=data)
+    with pytest.raises(ValueError, match="written by another config"):
+        train_dense(dataclasses.replace(config, lr=1e-2), tmp_path / "cut", resume=True, quiet=True, data=data)
+    resumed, _ = train_dense(config, tmp_path / "cut", resume=True, quiet=True, data=data)
+    # The schedule, the optimizer, the batch order and the noise all continue where they stopped.
+    for key in ("train_loss", "psnr", "ssim"):
+        assert resumed[key] == whole[key]
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_clear_error(tmp_path, one_thread):
+    data = synthetic_data(64, 16)
+    data.train_x[5] = float("nan")  # one image: its batch's loss, and the epoch's sum, are NaN
+    config = DenseConfig(epochs=2, batch_size=16, width=4, eval_batch_size=16, loss="resmooth-full")
+    with pytest.raises(NonFiniteLossError, match="the resmooth-full loss became nan in epoch 1: the run stops"):
+        train_dense(config, tmp_path / "run", quiet=True, data=data)
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 def test_study_runs_are_seed_major_and_resume(tmp_path, monkeypatch):
     runs = study_runs(2)
     assert len(runs) == 2 * len(STUDY_TASKS) * len(LOSSES)
@@ -150,6 +218,16 @@ def test_study_runs_are_seed_major_and_resume(tmp_path, monkeypatch):
     text = dense_report(out)
     assert "| segment-gaussian-0.5 | resmooth-full | 1 |" in text and "(baseline)" in text
     assert (out / "report.csv").read_text().count("\n") == 1 + len(STUDY_TASKS) * len(LOSSES)
+    # The folder says what it is; `report` reads that, also from a record written before it did.
+    record = json.loads((out / "dense-study.json").read_text())
+    assert record["study"] == "dense" and report_folder(out) == text
+    del record["study"]
+    (out / "dense-study.json").write_text(json.dumps(record))
+    run_dense_study(out, seeds=1, quiet=True, **overrides)
+    assert report_folder(out) == text
+    (out / "dense-study.json").write_text(json.dumps({**record, "study": "ablation"}))
+    with pytest.raises(ValueError, match="declares study 'ablation'"):
+        report_folder(out)
 
 
 def test_image_grid_lays_out_columns_and_refuses_ragged_ones():

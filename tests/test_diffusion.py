@@ -63,10 +63,16 @@ def test_heat_diffuse_matches_gaussian_blur():
     assert time_errors[2] < 1e-3
 
 
+@pytest.mark.parametrize("tau,kappa,ndim", [(1.0, 1.0, 2), (1.0, 0.25, 2), (0.0, 1.0, 3), (0.7, 0.9, 3), (2.5, 0.3, 1)])
+def test_the_step_count_is_the_fewest_that_the_stability_rule_allows(tau, kappa, ndim):
+    # The rule: dt * kappa <= 1 / (2 ndim), dt = tau / steps; one step fewer breaks it.
+    steps = stable_steps(tau, kappa, ndim)
+    assert (tau / steps) * kappa <= 1 / (2 * ndim)
+    assert steps == 1 or (tau / (steps - 1)) * kappa > 1 / (2 * ndim)
+
+
 def test_heat_diffuse_default_steps_are_the_fewest_stable():
-    assert stable_steps(1.0, 1.0, 2) == 4
-    assert stable_steps(1.0, 0.25, 2) == 1
-    assert stable_steps(0.0, 1.0, 3) == 1
+    # By hand: tau = 1, kappa = 1 in 2-D needs dt <= 1/4, four steps.
     u = torch.rand(16, 16, dtype=torch.float64)
     assert torch.allclose(heat_diffuse(u, 1.0, 1.0, 2), heat_diffuse(u, 1.0, 1.0, 2, steps=4))
     with pytest.raises(ValueError, match="steps=3 is unstable"):

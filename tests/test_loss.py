@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import requires_cuda
-from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, annealing_scale, heat_diffuse, squared_error_loss
+from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, annealing_scale, diffusivity, heat_diffuse, squared_error_loss
+from resmooth.diffusivity import IGNORED, DiffusivityMap
 
 
 def algorithm_1(z, labels, t, scheme, distribution, mu, b, alpha, s=1.0):
@@ -52,7 +53,9 @@ def test_vectorized_loss_equals_algorithm_1(scheme, distribution):
     z1 = z.clone().requires_grad_()
     z2 = z.clone().requires_grad_()
     expected = algorithm_1(z1, labels, t, scheme, distribution, mu, b, alpha)
-    loss = ResidualSmoothingLoss(scheme, distribution, mu, b, alpha)(z2, labels, progress=t)
+    # Only what the scheme reads: the criterion refuses the others (IGNORED).
+    read = {k: v for k, v in dict(distribution=distribution, mu=mu, b=b, alpha=alpha).items() if k not in IGNORED[scheme]}
+    loss = ResidualSmoothingLoss(scheme, **read)(z2, labels, progress=t)
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
     expected.backward()
     loss.backward()
@@ -64,15 +67,13 @@ def test_vectorized_loss_equals_algorithm_1(scheme, distribution):
 def test_gradcheck(shape, scheme, monkeypatch):
     # kappa is held constant in back-propagation (paper Sec. 5), so finite differences must see
     # it constant too: freeze the diffusivity at its value for the point being checked.
-    import resmooth.loss
-
     z = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     target = torch.rand(*shape, dtype=torch.float64)
-    loss = ResidualSmoothingLoss(scheme=scheme, activation="sigmoid", s=0.8)
+    loss = ResidualSmoothingLoss(scheme=scheme, activation="sigmoid", **({"s": 0.8} if scheme == "local" else {}))
     if scheme != "global":  # the global scheme's kappa is a constant already
         d = (torch.sigmoid(z) - target).abs().detach()
-        frozen = resmooth.loss.diffusivity_map(d, loss.scale(0.5), scheme, 1.0)
-        monkeypatch.setattr(resmooth.loss, "diffusivity_map", lambda *args: frozen)
+        frozen = loss.diffusivity.kappa(d, loss.scale(0.5))
+        monkeypatch.setattr(DiffusivityMap, "kappa", lambda *args: frozen)
     assert torch.autograd.gradcheck(lambda x: loss(x, target, progress=0.5), (z,))
 
 
@@ -262,6 +263,57 @@ BAD_CONSTRUCTION = [
     (dict(b="0.5"), TypeError, "b must be a real number"),
     (dict(mu=float("nan")), ValueError, "mu must be finite"),
 ]
+
+
+IGNORED_BY_THE_SCHEME = [
+    (dict(scheme="global", alpha=2.0), r"alpha=2.0 would be ignored: scheme='global' fixes alpha = 0"),
+    (dict(scheme="global", s=0.5), r"s=0.5 would be ignored: scheme='global' takes its scale from the annealing"),
+    (dict(scheme="full", s=0.5), r"s=0.5 would be ignored: scheme='full' takes its scale from the annealing"),
+    (dict(scheme="local", distribution="logistic"), r"distribution='logistic' would be ignored: scheme='local' has the constant scale"),
+    (dict(scheme="local", mu=0.5), r"mu=0.5 would be ignored: scheme='local'"),
+    (dict(scheme="local", b=0.3), r"b=0.3 would be ignored: scheme='local'"),
+    (dict(operator="global", tau=2.0), r"tau=2.0 would be ignored: operator='global' is the single smoothing layer"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", IGNORED_BY_THE_SCHEME)
+def test_a_parameter_the_scheme_ignores_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message + ".*leave .* at its default"):
+        ResidualSmoothingLoss(**kwargs)
+    if "tau" not in kwargs:
+        with pytest.raises(ValueError, match=message):
+            diffusivity(torch.rand(2, 3), 0.5, **kwargs)
+
+
+def test_defaults_and_the_global_schemes_own_alpha_are_accepted():
+    z, y = torch.randn(4, 10, dtype=torch.float64), torch.randint(0, 10, (4,))
+    # Every default, whatever the scheme reads; alpha = 0 is what the global scheme fixes (Eq. 15).
+    for scheme in ("global", "local", "full"):
+        ResidualSmoothingLoss(scheme, "laplace", 0.75, 0.5, 1.0, 1.0, tau=1.0)
+    said = ResidualSmoothingLoss("global", alpha=0.0)
+    torch.testing.assert_close(said(z, y, 0.3), ResidualSmoothingLoss("global")(z, y, 0.3), rtol=0, atol=0)
+    assert said.diffusivity.alpha == 0.0 and isinstance(ResidualSmoothingLoss(alpha=2).diffusivity.alpha, float)
+
+
+def test_tau_is_refused_when_auto_takes_the_global_operator():
+    loss = ResidualSmoothingLoss(activation="sigmoid", tau=2.0)
+    dense = loss(torch.randn(2, 1, 6, 6), torch.rand(2, 1, 6, 6), 0.5)  # the grid operator reads tau
+    assert torch.isfinite(dense)
+    with pytest.raises(ValueError, match=r"tau=2.0 would be ignored: operator='auto' on input of shape \(2, 5\)"):
+        loss(torch.randn(2, 5), torch.rand(2, 5), 0.5)
+
+
+@pytest.mark.parametrize("scheme", ["global", "local", "full"])
+def test_the_loss_and_diffusivity_share_one_dispatch(scheme):
+    d = torch.rand(3, 6, dtype=torch.float64)
+    loss = ResidualSmoothingLoss(scheme, total_steps=4)
+    loss.step()
+    # The scale at the schedule's progress 1/4, and at an explicit one, is the map's own.
+    assert float(loss.scale()) == float(loss.diffusivity.scale(0.25))
+    expected = annealing_scale(0.6) if scheme != "local" else 1.0
+    assert loss.scale(0.6) == expected == loss.diffusivity.scale(0.6)
+    kappa = loss.diffusivity.kappa(d, loss.scale(0.6))
+    torch.testing.assert_close(torch.as_tensor(kappa, dtype=d.dtype).expand_as(d), diffusivity(d, 0.6, scheme))
 
 
 @pytest.mark.parametrize("kwargs,error,message", BAD_CONSTRUCTION)

@@ -46,11 +46,28 @@ def read_metrics(folder):
         (dict(val_size=10), "needs subset < 1"),
         (dict(b=0.0), "b must be > 0"),
         (dict(lr=-0.1), "lr must be > 0"),
+        # A field that the run would ignore, at a value other than its default.
+        (dict(scheme="global", alpha=2.0), "alpha=2.0 would be ignored: scheme='global' fixes alpha = 0"),
+        (dict(s=0.5), "s=0.5 would be ignored: scheme='full' takes its scale from the annealing"),
+        (dict(scheme="local", b=0.3), "b=0.3 would be ignored: scheme='local' has the constant scale s"),
+        (dict(method="sgd", b=0.3), "b=0.3 would be ignored: method='sgd' has no residual smoothing"),
+        (dict(method="adam", scheme="local"), "scheme='local' would be ignored: method='adam' has no residual smoothing"),
     ],
 )
 def test_bad_configs_fail_before_any_work(fields, message):
     with pytest.raises(ValueError, match=message):
         Config(**fields)
+
+
+def test_the_smoothing_fields_are_the_diffusivity_maps():
+    from resmooth.diffusivity import DiffusivityMap
+
+    config = Config(method="resmooth", scheme="local", alpha=2.0, s=0.5)
+    assert config.diffusivity == DiffusivityMap("local", alpha=2.0, s=0.5)
+    assert Objective(config, total_steps=10).smoothing.diffusivity == config.diffusivity
+    # Defaults are never refused, whatever the method or scheme reads.
+    assert Config(method="sgd").diffusivity == DiffusivityMap()
+    assert Config(method="resmooth", scheme="global", alpha=0.0).diffusivity.alpha == 0.0
 
 
 def test_unknown_fields_are_named():
@@ -110,6 +127,7 @@ def test_a_checkpoint_without_the_schedule_resumes_to_the_same_run(tmp_path, mon
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and int(state["objective"]["smoothing.steps_done"]) > 0
     del state["objective"]
+    del state["config"]["s"]  # and before Config had s: the field takes its default
     torch.save(state, tmp_path / "cut" / "checkpoint.pt")
     train(config, tmp_path / "cut", resume=True, quiet=True)
     assert without_time(read_metrics(tmp_path / "cut")) == without_time(read_metrics(tmp_path / "whole"))
