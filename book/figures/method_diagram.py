@@ -31,10 +31,10 @@ EDGE = "#33415c"
 def box(ax, x, y, w, h, title, formula, color, note=""):
     ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
                                 facecolor=color, edgecolor=EDGE, linewidth=1.2))
-    ax.text(x, y + h * 0.28, title, ha="center", va="center", fontsize=10.5, fontweight="bold", color=EDGE)
-    ax.text(x, y - h * 0.02, formula, ha="center", va="center", fontsize=10.5)
+    ax.text(x, y + h * 0.28, title, ha="center", va="center", fontsize=12, fontweight="bold", color=EDGE)
+    ax.text(x, y - h * 0.02, formula, ha="center", va="center", fontsize=12)
     if note:
-        ax.text(x, y - h * 0.33, note, ha="center", va="center", fontsize=8, color="0.3", style="italic")
+        ax.text(x, y - h * 0.33, note, ha="center", va="center", fontsize=9, color="0.3", style="italic")
 
 
 def arrow(ax, start, end, text="", dashed=False, offset=(0.0, 0.08), ha="center"):
@@ -43,7 +43,7 @@ def arrow(ax, start, end, text="", dashed=False, offset=(0.0, 0.08), ha="center"
                                  shrinkA=2, shrinkB=2))
     if text:
         ax.text((start[0] + end[0]) / 2 + offset[0], (start[1] + end[1]) / 2 + offset[1], text,
-                ha=ha, va="bottom", fontsize=9, color="0.2")
+                ha=ha, va="bottom", fontsize=10, color="0.2")
 
 
 def draw() -> plt.Figure:
@@ -58,13 +58,13 @@ def draw() -> plt.Figure:
 
     # Row 1: the primary network and its residual, left to right.
     top = 4.2
-    ax.text(0.35, top, "image\n$x_i$", ha="center", va="center", fontsize=10.5)
+    ax.text(0.35, top, "image\n$x_i$", ha="center", va="center", fontsize=11.5)
     box(ax, 1.95, top, w, h, "network", r"$z_i = h_w(x_i)$", MAIN, "ResNet, DenseNet, ...")
     box(ax, 4.4, top, w, h, "activation", r"$p_i = \mathrm{softmax}(z_i)$", MAIN, "class probabilities")
     box(ax, 6.85, top, w, h, "residual", r"$d_i = |p_i - y_i|$", MAIN, "paper Eq. 9")
     box(ax, 9.45, top, w, h, "normalization", r"$\tilde d_i = (d_i - \mu_i) / \sigma_i$", SMOOTH,
         "paper Eq. 18, 20")
-    ax.text(6.85, 5.25, "one-hot target $y_i$", ha="center", va="center", fontsize=9.5)
+    ax.text(6.85, 5.25, "one-hot target $y_i$", ha="center", va="center", fontsize=10.5)
     arrow(ax, (0.7, top), (1.95 - w / 2, top))
     arrow(ax, (1.95 + w / 2, top), (4.4 - w / 2, top))
     arrow(ax, (4.4 + w / 2, top), (6.85 - w / 2, top))
@@ -86,15 +86,15 @@ def draw() -> plt.Figure:
     arrow(ax, (5.6 - 1.5, mid), (1.95 + w / 2, mid))
     arrow(ax, (1.95, mid - h / 2), (1.95, 0.95))
     ax.text(1.95, 0.65, "loss: the mean of $g_i$ over the batch,\nback-propagated through $d_i$ alone",
-            ha="center", va="center", fontsize=9)
-    ax.text(5.6, 0.95, "one Euler step of the heat equation (paper Eq. 8)\non the complete graph over the M classes",
-            ha="center", va="center", fontsize=9, color="0.25")
+            ha="center", va="center", fontsize=10)
+    ax.text(5.6, 1.3, "one Euler step of the heat equation (paper Eq. 8)\non the complete graph over the M classes",
+            ha="center", va="center", fontsize=10, color="0.25")
 
     # The annealing schedule feeds the diffusivity's scale.
     box(ax, 9.45, 0.55, w, 0.95, "annealing", r"$s(t) = y(t;\, \mu, b)$", SCHEDULE)
     arrow(ax, (9.45, 0.55 + 0.95 / 2), (9.45, mid - h / 2), "$s(t)$", offset=(0.1, -0.12), ha="left")
     ax.text(9.45 - w / 2 - 0.1, 0.55, "training progress $t$\n(paper Eq. 13, 14, 21)", ha="right", va="center",
-            fontsize=9, color="0.25")
+            fontsize=10, color="0.25")
     fig.tight_layout(pad=0.1)
     return fig
 
