@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_report = sub.add_parser("report", help="aggregate a sweep's (or the dense study's) folder into report.md and report.csv")
     p_report.add_argument("folder", help="the results folder of a sweep or of the dense study")
 
-    p_dense = sub.add_parser("dense", help="the dense-output study of chapter 9: denoising and segmentation, every objective")
+    p_dense = sub.add_parser("dense", help="the dense-output study of chapter 10: denoising and segmentation, every objective")
     p_dense.add_argument("--out", default="results/dense-study", help="results folder (default: %(default)s)")
     p_dense.add_argument("--seeds", type=int, default=3, help="run seeds 0..N-1 (default: %(default)s)")
     _add_field_arguments(p_dense, DenseConfig, ("epochs", "subset", "data_root", "device"), default_from_class=False)

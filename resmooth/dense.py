@@ -2,7 +2,7 @@
 
 The paper proposes its smoothing for outputs with a spatial domain (Sec. 1) but shows none; this
 module trains :class:`~resmooth.models.autoencoder.ConvAutoencoder` on two such tasks, each with
-one of five objectives, and measures the test set (book, chapter 9):
+one of five objectives, and measures the test set (book, chapter 10):
 
 - ``denoise``: the input is a clean image plus noise (:func:`resmooth.images.corrupt`), the
   output an intensity map through a sigmoid, the target the clean image; PSNR and SSIM.
@@ -297,7 +297,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
     return summary, model
 
 
-# The study of chapter 9: tasks by name, each trained with every objective.
+# The study of chapter 10: tasks by name, each trained with every objective.
 STUDY_TASKS: dict[str, dict[str, Any]] = {
     "denoise-gaussian-0.2": dict(task="denoise", noise="gaussian", level=0.2),
     "denoise-gaussian-0.5": dict(task="denoise", noise="gaussian", level=0.5),
@@ -365,14 +365,15 @@ def headline(task: str) -> str:
 
 
 def dense_report(folder: str | Path, *, write: bool = True) -> str:
-    """The study's table: mean ± std over seeds of each metric, and the paired difference of the
-    headline metric (PSNR in dB, IoU) to the squared error on the same seeds."""
+    """The study's table: each metric's mean over seeds ± the half-width of its 95% t-interval, and
+    the paired difference of the headline metric (PSNR in dB, IoU) to the squared error on the
+    same seeds, with a 95% bootstrap interval."""
     folder = Path(folder)
     groups = collect_dense(folder)
     if not groups:
         raise FileNotFoundError(f"no finished runs (*/*/seed-*/summary.json) under {folder}")
     lines = ["# Dense outputs: Fashion-MNIST denoising and segmentation", "",
-             "Test set (10,000 images, one fixed noise draw). Mean ± standard deviation over seeds; "
+             "Test set (10,000 images, one fixed noise draw). Mean ± half-width of the 95% t-interval over seeds; "
              "the difference is objective - squared error on the same seeds, with a 95% bootstrap "
              "interval and the sign test's wins-losses.", "",
              "| task | objective | seeds | PSNR (dB) | SSIM | IoU | difference | wins-losses |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -383,7 +384,7 @@ def dense_report(folder: str | Path, *, write: bool = True) -> str:
             if metric in runs[0]:
                 s = summarize_values([r[metric] for r in runs])
                 scale = 100 if metric == "iou" else 1
-                cells.append(f"{s.mean * scale:.{2 if metric != 'ssim' else 4}f} ± {s.std * scale:.{2 if metric != 'ssim' else 4}f}")
+                cells.append(f"{s.mean * scale:.{2 if metric != 'ssim' else 4}f} ± {s.ci95 * scale:.{2 if metric != 'ssim' else 4}f}")
             else:
                 cells.append("")
         metric = headline(task)

@@ -1,4 +1,4 @@
-"""A small convolutional autoencoder for dense outputs (denoising, segmentation): chapter 9.
+"""A small convolutional autoencoder for dense outputs (denoising, segmentation): chapter 10.
 
 Two stride-2 convolutions down to a quarter of the resolution and two transposed convolutions
 back, without skip connections (the paper's "autoencoder architectures", Sec. 1), so everything

@@ -435,3 +435,60 @@ def test_page_reads_cleanly(tab, server, page):
     problems = visit(tab, server, page)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# --------------------------------------------------------------------------------------------
+# The book's own pictures: each is where its chapter puts it, and loads as a picture.
+
+# page -> what to find: a CSS selector, or the heading (h1-h4, with its level) of the section that
+# holds the figure; `src`: a part of the image's file name; `least`: how many images at least.
+FIGURES = {
+    "book/01_introduction": dict(selector="#fig-method img", src="method_diagram.svg", least=1),
+    "book/04_graph_operator": dict(heading="for a real sample", level="H3", least=1),
+    "book/08_benchmark_reproduction": dict(heading="Table 3", level="H2", least=1),
+    "book/09_grid_operator": dict(heading="The global operator has no neighbours", level="H2", least=1),
+    "book/10_dense_study": dict(heading="The study", level="H2", least=1),
+}
+
+FIND_FIGURES_JS = r"""
+(async (spec) => {
+  let scope = document;
+  if (spec.heading) {
+    const heading = [...document.querySelectorAll(spec.level || "h1, h2, h3, h4")]
+      .find(h => h.textContent.includes(spec.heading));
+    if (!heading) return {error: `no ${spec.level || "heading"} with "${spec.heading}"`};
+    scope = heading.closest("section") || document;
+  }
+  let images = [...scope.querySelectorAll(spec.selector || "img")];
+  if (spec.src) images = images.filter(img => (img.getAttribute("src") || "").includes(spec.src));
+  await Promise.all(images.filter(img => !img.complete).map(img => new Promise(done => {
+    img.addEventListener("load", done); img.addEventListener("error", done); setTimeout(done, %(image_ms)d);
+  })));
+  return {images: images.map(img => ({src: img.getAttribute("src"), width: img.naturalWidth,
+                                       ok: img.complete && img.naturalWidth > 0}))};
+})
+""" % {"image_ms": IMAGE_TIMEOUT_MS}
+
+
+@pytest.mark.parametrize("page", sorted(FIGURES))
+def test_the_books_figures_are_on_their_pages_and_load(tab, server, page):
+    assert page in PAGES, f"{page} is not in _toc.yml"
+    browser, session = tab
+    url = f"{server}/{page}.html"
+    browser.events.clear()
+    browser.send("Page.navigate", {"url": url}, session=session)
+    browser.wait_for("Page.loadEventFired", session, LOAD_TIMEOUT)
+    spec = FIGURES[page]
+    result = browser.send(
+        "Runtime.evaluate",
+        {"expression": f"({FIND_FIGURES_JS})({json.dumps(spec)})", "awaitPromise": True, "returnByValue": True},
+        session=session,
+        timeout=COMMAND_TIMEOUT + IMAGE_TIMEOUT_MS / 1000,
+    )
+    assert "exceptionDetails" not in result, result["exceptionDetails"]
+    found = result["result"]["value"]
+    assert "error" not in found, f"{page}.html: {found['error']}"
+    images = found["images"]
+    assert len(images) >= spec["least"], f"{page}.html: {len(images)} images where {spec} expects {spec['least']}"
+    broken = [image["src"] for image in images if not image["ok"]]
+    assert not broken, f"{page}.html: images that do not load (naturalWidth 0): {broken}"
