@@ -1,4 +1,4 @@
-"""The command line: ``python -m resmooth train | sweep | report | dense``."""
+"""The command line: ``python -m resmooth train | sweep | report``."""
 
 from __future__ import annotations
 
@@ -11,26 +11,21 @@ from .runfiles import RunExistsError
 from .train import Config, NonFiniteLossError, load_run_data, train
 
 
-def _add_field_arguments(parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...] | None = None,
-                         default_from_class: bool = True) -> None:
-    """One --flag per field of the dataclass ``cls`` (or of ``names``), its type, choices and help
-    read from the field itself; without ``default_from_class`` an absent flag is None (no override)."""
+def _add_field_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One --flag per field of the dataclass ``cls``, its type, choices, default and help read from the field itself."""
     for f in dataclasses.fields(cls):
-        if names is not None and f.name not in names:
-            continue
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type).split(" ")[0]  # "float | None" -> "float"
         # argparse formats help with %: a literal % in the field's text must be doubled.
         text = f.metadata["help"].replace("%", "%%")
         if "(default:" not in text:  # a field whose default needs words says it itself
-            text += " (default: %(default)s)" if default_from_class else f" (default: {f.default})"
-        default = f.default if default_from_class else None
+            text += " (default: %(default)s)"
         if kind == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=text)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         else:
             convert = {"int": int, "float": float}.get(kind, str)
             choices = f.metadata.get("choices")
-            parser.add_argument(flag, dest=f.name, type=convert, default=default, choices=choices,
+            parser.add_argument(flag, dest=f.name, type=convert, default=f.default, choices=choices,
                                 metavar=None if choices else f.name.upper(), help=text)
 
 
@@ -39,8 +34,6 @@ DOWNLOAD_HELP = "download a dataset whose files are missing from the data root (
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand, its options' help read from the config fields."""
-    from .dense import DenseConfig
-
     parser = argparse.ArgumentParser(prog="python -m resmooth", description="Residual smoothing (Cho, Kwon, Hong, 2019): train, sweep, report.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -52,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p_train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p_sweep = sub.add_parser("sweep", help="run a grid of settings x trials from a TOML file")
-    p_sweep.add_argument("file", help="the sweep file (TOML: name, trials, [base], [[grid]]; see resmooth.sweep)")
+    p_sweep = sub.add_parser("sweep", help="run a grid of settings x trials from a TOML file, and report it")
+    p_sweep.add_argument("file", help="the sweep file (TOML: name, kind, trials, [base], [[grid]]; see resmooth.sweep)")
     p_sweep.add_argument("--out", help="results folder (default: results/<name>)")
     p_sweep.add_argument("--data-root", help="override the data root of every run (default: the file's, else $RESMOOTH_DATA)")
     p_sweep.add_argument("--device", help="override the device of every run: auto, cpu, cuda or cuda:N")
@@ -63,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run the first K settings of the file only, every seed of each (a budget cut drops "
                               "settings from the end of the file's priority order, never seeds; default: all)")
     p_sweep.add_argument("--executor", choices=("local", "ray"), default="local",
-                         help="local: one trial after another in this process (default); ray: one Ray task per trial")
+                         help="local: one trial after another in this process (default); ray: one Ray task per "
+                              "trial (classification sweeps)")
     p_sweep.add_argument("--address", help="ray: a running cluster ('auto', or ray://HOST:10001); default: start a local one")
     p_sweep.add_argument("--cpus-per-trial", type=int, default=1, help="ray: CPUs (and torch threads) per trial (default: %(default)s)")
     p_sweep.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial, may be a fraction (default: %(default)s)")
@@ -71,15 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--no-shared-fs", dest="shared_fs", action="store_false",
                          help="ray: the workers do not see the driver's disk; trials run in their temp folder")
 
-    p_report = sub.add_parser("report", help="aggregate a sweep's (or the dense study's) folder into report.md and report.csv")
-    p_report.add_argument("folder", help="the results folder of a sweep or of the dense study")
-
-    p_dense = sub.add_parser("dense", help="the dense-output study of chapter 10: denoising and segmentation, every objective")
-    p_dense.add_argument("--out", default="results/dense-study", help="results folder (default: %(default)s)")
-    p_dense.add_argument("--seeds", type=int, default=3, help="run seeds 0..N-1 (default: %(default)s)")
-    _add_field_arguments(p_dense, DenseConfig, ("epochs", "subset", "data_root", "device"), default_from_class=False)
-    p_dense.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
-    p_dense.add_argument("--quiet", action="store_true", help="no progress messages")
+    p_report = sub.add_parser("report", help="aggregate a sweep's folder into report.md and report.csv")
+    p_report.add_argument("folder", help="the results folder of a sweep (its sweep.toml says the kind of its runs)")
     return parser
 
 
@@ -103,17 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
                             executor=args.executor, download=args.download, settings=args.settings, **ray_options)
             print(report(out))
-        elif args.command == "dense":
-            from .dense import run_dense_study
-
-            overrides = {k: v for k, v in (("epochs", args.epochs), ("subset", args.subset), ("data_root", args.data_root),
-                                           ("device", args.device)) if v is not None}
-            out = run_dense_study(args.out, seeds=args.seeds, quiet=args.quiet, download=args.download, **overrides)
-            print((out / "report.md").read_text())
         else:
-            from .report import report_folder
+            from .report import report
 
-            print(report_folder(args.folder))
+            print(report(args.folder))
     except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError,
             FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

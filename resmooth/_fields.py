@@ -1,4 +1,5 @@
-"""Dataclass fields that carry their own help, so that the command line reads it from one place."""
+"""Dataclass fields that carry their own help, so that the command line reads it from one place;
+and the configs made of them built from plain values (a sweep file's, a summary's)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,13 @@ def inherited(cls: type, name: str, reader: str) -> Any:
     choices, and its help prefixed by ``reader``, what in the new one reads it."""
     (field,) = [f for f in dataclasses.fields(cls) if f.name == name]
     return option(field.default, f"{reader}: {field.metadata['help']}", field.metadata.get("choices"))
+
+
+def from_values(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of the dataclass ``cls`` from plain values (a sweep file's, a summary's), refusing
+    unknown fields by name; a field missing from ``values`` takes its default."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    return cls(**values)

@@ -22,8 +22,9 @@ picks the training subset, the initialization, the batch order and the noise, th
 objective: differences between objectives are paired by seed.
 
 A run with an output folder writes a checkpoint after every epoch and resumes from it, through
-:mod:`resmooth.runfiles` as the trainer's runs do; the study skips finished runs and continues a
-stopped one.
+:mod:`resmooth.runfiles` as the trainer's runs do. A study of dense runs is a sweep file with
+``kind = "dense"`` (:mod:`resmooth.sweep`; chapter 10's is ``experiments/dense-study.toml``), run
+and resumed as any sweep; :func:`dense_report` makes its table.
 """
 
 from __future__ import annotations
@@ -40,19 +41,22 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
-from ._fields import inherited, option
-from .data import batches, load_data
+from ._fields import from_values, inherited, option
+from .data import DeviceData, batches, load_data
 from .diffusivity import DiffusivityMap, refuse_unused
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
 from .loss import DIFFUSION_TIME, ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
 from .stats import paired_difference, summarize_values
-from .runfiles import CHECKPOINT, RunExistsError, atomic_write, environment, open_run, write_json
+from .runfiles import CHECKPOINT, atomic_write, environment, open_run, write_json
 from .train import NonFiniteLossError, resolve_device
 
 TASKS = ("denoise", "segment")
 LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full", "resmooth-graph")
 TEST_NOISE_SEED = 2019  # one noisy test set for every run
+# The fields a run's data depend on (Fashion-MNIST, its subset and where it lives): a sweep loads
+# the data once for the runs that share them.
+DATA_FIELDS = ("data_root", "subset", "seed", "device")
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,22 @@ class DenseConfig:
     def out_channels(self) -> int:
         return 1 if self.task == "denoise" else 2
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DenseConfig:
+        """A config from plain values (a sweep file's), refusing unknown fields by name."""
+        return from_values(cls, values)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def load_run_data(config: DenseConfig, *, download: bool = False) -> DeviceData:
+    """The Fashion-MNIST a run of ``config`` trains and is tested on: they depend on :data:`DATA_FIELDS` only.
+
+    ``download``: fetch it into ``config.data_root`` first when its files are missing.
+    """
+    return load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed,
+                     device=resolve_device(config.device), download=download)
 
 
 class DenseObjective(nn.Module):
@@ -214,8 +232,8 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
     a run already there is not overwritten unless ``overwrite=True``
     (:func:`resmooth.runfiles.open_run`).
 
-    ``data`` is a :class:`~resmooth.data.DeviceData` of Fashion-MNIST to reuse (a study loads it
-    once per seed); by default it is loaded from ``config.data_root``.
+    ``data`` is a :class:`~resmooth.data.DeviceData` of Fashion-MNIST to reuse (a sweep loads it
+    once per seed); by default it is loaded from ``config.data_root`` (:func:`load_run_data`).
     """
     out = Path(out) if out is not None else None
     checkpoint = None
@@ -225,7 +243,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
             raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another out or overwrite=True")
     device = resolve_device(config.device)
     if data is None:
-        data = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed, device=device)
+        data = load_run_data(config)
     torch.manual_seed(config.seed)
     model = ConvAutoencoder(1, config.out_channels, config.width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -297,65 +315,28 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
     return summary, model
 
 
-# The study of chapter 10: tasks by name, each trained with every objective.
-STUDY_TASKS: dict[str, dict[str, Any]] = {
-    "denoise-gaussian-0.2": dict(task="denoise", noise="gaussian", level=0.2),
-    "denoise-gaussian-0.5": dict(task="denoise", noise="gaussian", level=0.5),
-    "denoise-salt-pepper-0.3": dict(task="denoise", noise="salt-pepper", level=0.3),
-    "segment-gaussian-0.5": dict(task="segment", noise="gaussian", level=0.5),
-}
-# The study's record in its folder: what the folder is ("study": "dense", which `report` reads),
-# the seeds and the DenseConfig overrides.
-STUDY_FILE = "dense-study.json"
-STUDY = "dense"
-
-
-def study_runs(seeds: int, **overrides: Any) -> list[tuple[str, DenseConfig]]:
-    """(folder, config) of every task x objective x seed, seed-major (whole seeds finish first)."""
-    return [(f"{task}/{loss}/seed-{seed}", DenseConfig(**{**fields, **overrides, "loss": loss, "seed": seed}))
-            for seed in range(seeds) for task, fields in STUDY_TASKS.items() for loss in LOSSES]
-
-
-def run_dense_study(out: str | Path, *, seeds: int = 3, quiet: bool = False, download: bool = False,
-                    **overrides: Any) -> Path:
-    """Run the chapter's study into ``out`` (resumable: finished runs are skipped, a stopped one continues
-    from its last epoch) and report it.
-
-    ``overrides`` set DenseConfig fields for every run (epochs, subset, data_root, device, ...).
-    ``download`` fetches Fashion-MNIST first when its files are missing.
-    """
-    check_int("seeds", seeds, 1)
-    out = Path(out)
-    runs = study_runs(seeds, **overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"study": STUDY, "seeds": seeds, "overrides": overrides}
-    previous = out / STUDY_FILE
-    # A record written before it said "study" is the dense study's: the file is its own.
-    if previous.exists() and {"study": STUDY, **json.loads(previous.read_text())} != record:
-        raise RunExistsError(f"{out} holds a study with other settings ({previous.read_text().strip()}); use another out")
-    write_json(previous, record)
-    todo = [(name, config) for name, config in runs if not (out / name / "summary.json").exists()]
-    if not quiet:
-        print(f"dense study: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to go -> {out}")
-    loaded: dict[tuple, Any] = {}
-    for i, (name, config) in enumerate(todo, 1):
-        key = (config.data_root, config.subset, config.seed, config.device)
-        if key not in loaded:
-            loaded.clear()
-            loaded[key] = load_data("fashion-mnist", config.data_root, subset=config.subset, seed=config.seed,
-                                    device=resolve_device(config.device), download=download)
-        if not quiet:
-            print(f"[{i}/{len(todo)}] {name}")
-        train_dense(config, out / name, resume=True, quiet=True, data=loaded[key])
-    dense_report(out)
-    return out
+def task_name(config: dict[str, Any]) -> str:
+    """A run's task as the report and chapter 10 name it, from its config: ``denoise-gaussian-0.2``."""
+    return f"{config['task']}-{config['noise']}-{config['level']:g}"
 
 
 def collect_dense(folder: str | Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """The finished runs under ``folder``, by (task, objective), in seed order."""
+    """The finished runs of a dense sweep's folder (``<setting>/seed-<k>/summary.json``), by (task
+    name, objective), in seed order.
+
+    Raises:
+        ValueError: two settings share a task and an objective (a sweep that also varies another
+            field, such as ``tau``): their runs would be taken for seeds of one setting.
+    """
+    runs = [(path.parent.parent.name, json.loads(path.read_text())) for path in Path(folder).glob("*/seed-*/summary.json")]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for path in sorted(Path(folder).glob("*/*/seed-*/summary.json"), key=lambda p: (p.parts[-4], p.parts[-3], int(p.parts[-2][5:]))):
-        groups.setdefault((path.parts[-4], path.parts[-3]), []).append(json.loads(path.read_text()))
+    settings: dict[tuple[str, str], str] = {}
+    for setting, run in sorted(runs, key=lambda r: (task_name(r[1]["config"]), r[1]["config"]["loss"], r[1]["config"]["seed"])):
+        key = (task_name(run["config"]), run["config"]["loss"])
+        if settings.setdefault(key, setting) != setting:
+            raise ValueError(f"{folder}: settings {settings[key]} and {setting} are both task {key[0]} with objective "
+                             f"{key[1]}; the dense report holds one setting per task and objective")
+        groups.setdefault(key, []).append(run)
     return groups
 
 
@@ -371,7 +352,7 @@ def dense_report(folder: str | Path, *, write: bool = True) -> str:
     folder = Path(folder)
     groups = collect_dense(folder)
     if not groups:
-        raise FileNotFoundError(f"no finished runs (*/*/seed-*/summary.json) under {folder}")
+        raise FileNotFoundError(f"no finished runs (*/seed-*/summary.json) under {folder}")
     lines = ["# Dense outputs: Fashion-MNIST denoising and segmentation", "",
              "Test set (10,000 images, one fixed noise draw). Mean ± half-width of the 95% t-interval over seeds; "
              "the difference is objective - squared error on the same seeds, with a 95% bootstrap "

@@ -5,7 +5,9 @@ runs stuck at chance, the paper's table beside ours when the sweep names one) an
 per cell and method, the setting each protocol chooses (:data:`PROTOCOLS`: the paper's, on the
 test set, or the clean one, on a validation split), paired seed by seed against the chosen
 baseline; and, when the sweep names a ``baseline`` setting, every setting paired against it.
-:func:`learning_curves` reads the per-epoch records of a setting's seeds.
+A dense sweep's folder (``kind = "dense"`` in its sweep.toml) gets the dense table instead
+(:func:`resmooth.dense.dense_report`). :func:`learning_curves` reads the per-epoch records of a
+setting's seeds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import INFO
+from .dense import dense_report
 from .paper import TABLES, cell_label, paper_cell
 from .runfiles import atomic_write
 from .stats import Paired, Summary, paired_difference, summarize_values
@@ -74,37 +77,24 @@ def against(groups: dict[str, list[dict[str, Any]]], baseline: str, metric: str)
     return rows
 
 
-def report_folder(folder: str | Path) -> str:
-    """The report of a results folder (``python -m resmooth report FOLDER``), by what the folder says it is.
-
-    The dense study's folder declares itself in its study file (``"study": "dense"``, or no
-    such field in a file written before it): :func:`resmooth.dense.dense_report`. Any other
-    folder is a sweep's: :func:`report`.
-    """
-    from .dense import STUDY, STUDY_FILE, dense_report
-
-    study_file = Path(folder) / STUDY_FILE
-    if not study_file.exists():
-        return report(folder)
-    study = json.loads(study_file.read_text()).get("study", STUDY)
-    if study != STUDY:
-        raise ValueError(f"{study_file} declares study {study!r}; the reports know {STUDY!r} and sweeps")
-    return dense_report(folder)
-
-
 def report(folder: str | Path, *, write: bool = True) -> str:
     """Aggregate a sweep's folder into Markdown (returned) and, with ``write``, report.md and report.csv.
 
     One row per setting: mean ± 95% t-interval over trials of each metric. Where the sweep names
     a paper table, a second table puts the paper's cells beside ours, each cell taking the best
     of our settings that map to it (by mean "max", as the paper chose on its test set).
+
+    The folder's sweep.toml (which :func:`resmooth.sweep.run_sweep` copies there) says what its
+    runs are: a dense sweep's folder is reported by :func:`resmooth.dense.dense_report`.
     """
     folder = Path(folder)
+    sweep_file = folder / "sweep.toml"
+    sweep = load_sweep(sweep_file) if sweep_file.exists() else None
+    if sweep is not None and sweep.kind == "dense":
+        return dense_report(folder, write=write)
     groups = collect(folder)
     if not groups:
         raise FileNotFoundError(f"no finished runs (*/seed-*/summary.json) under {folder}")
-    sweep_file = folder / "sweep.toml"
-    sweep = load_sweep(sweep_file) if sweep_file.exists() else None
     metrics = [m for m in METRICS if all(m in r for runs in groups.values() for r in runs)]
     rows = []
     for setting, runs in groups.items():

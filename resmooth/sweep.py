@@ -3,10 +3,11 @@
 A sweep file (read with ``tomllib``: data only, never code)::
 
     name = "table1-cpu"
+    kind = "classification"       # optional: the runs' kind, "classification" (the default) or "dense"
     paper_table = "table1"        # optional: the paper's numbers beside ours
     baseline = "method=sgd,weight_decay=0.001"  # optional: every setting paired against this one
     trials = 5                    # seeds 0..4 (first_seed shifts them)
-    [base]                        # fields of Config shared by every run
+    [base]                        # fields of the kind's config shared by every run
     dataset = "fashion-mnist"
     epochs = 4
     [[grid]]                      # each block: the product of its lists
@@ -16,8 +17,11 @@ A sweep file (read with ``tomllib``: data only, never code)::
     method = ["resmooth"]
     b = [0.1, 0.5]
 
-Each run lands in ``OUT/<setting>/seed-<k>/`` with the files of :func:`resmooth.train.train`;
-a run whose summary.json exists is skipped, so a sweep can be stopped and started again.
+A classification run is a :class:`resmooth.train.Config` trained by :func:`resmooth.train.train`;
+a dense one (chapter 10) a :class:`resmooth.dense.DenseConfig` trained by
+:func:`resmooth.dense.train_dense`. Each run lands in ``OUT/<setting>/seed-<k>/`` with the files
+of its trainer; a run whose summary.json exists is skipped, so a sweep can be stopped and started
+again, and a run stopped part way resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -29,18 +33,37 @@ import platform
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ._checks import check_int
+from . import dense, train
+from ._checks import check_choice, check_int
 from .paper import TABLES
-from .runfiles import atomic_write
-from .train import DATA_FIELDS, Config, load_run_data, train
+from .runfiles import RunExistsError, atomic_write
 
-SWEEP_KEYS = {"name", "paper_table", "baseline", "trials", "first_seed", "base", "grid", "description"}
+SWEEP_KEYS = {"name", "kind", "paper_table", "baseline", "trials", "first_seed", "base", "grid", "description"}
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """What a sweep's runs are: their config, the function that trains one, and the data it trains on."""
+
+    config: type  # from_dict, to_dict; the fields seed and subset
+    train: Callable[..., Any]  # train(config, out, resume=True, quiet=..., data=...)
+    load_data: Callable[..., Any]  # load_data(config, download=...): the data of a run
+    data_fields: tuple[str, ...]  # the config fields the data depend on: runs that share them share the data
+
+
+KINDS = {
+    "classification": RunKind(train.Config, train.train, train.load_run_data, train.DATA_FIELDS),
+    "dense": RunKind(dense.DenseConfig, dense.train_dense, dense.load_run_data, dense.DATA_FIELDS),
+}
+# Where a run ran, which run_sweep's overrides set: a finished run may differ from the sweep there.
+PLACE_FIELDS = ("data_root", "device")
 
 
 @dataclass
@@ -53,11 +76,16 @@ class Sweep:
     paper_table: str | None = None
     baseline: str | None = None
     description: str = ""
+    kind: str = "classification"
     settings: list[dict[str, Any]] = field(init=False)
     _named: list[list[str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_int("trials", self.trials, 1)
+        check_choice("kind", self.kind, KINDS)
+        # The dense report pairs every objective with the squared error of its task; it reads neither.
+        if self.kind != "classification" and (self.paper_table is not None or self.baseline is not None):
+            raise ValueError(f"paper_table and baseline apply to kind='classification' only; got kind={self.kind!r}")
         if self.paper_table is not None and self.paper_table not in TABLES:
             raise ValueError(f"paper_table must be one of {', '.join(map(repr, TABLES))}; got {self.paper_table!r}")
         if "seed" in self.base or any("seed" in block for block in self.grid):
@@ -71,7 +99,7 @@ class Sweep:
                 self.settings.append({**self.base, **dict(zip(block, combo))})
                 blocks.append(list(block))
         # Every run's config is checked now, before any work starts.
-        configs = [Config.from_dict({**values, "seed": self.first_seed}).to_dict() for values in self.settings]
+        configs = [self.config({**values, "seed": self.first_seed}).to_dict() for values in self.settings]
         varied = [k for k in dict.fromkeys(k for block in self.grid for k in block)
                   if len({repr(c[k]) for c in configs}) > 1]
         # A setting is named by the fields its own grid block sets that differ across the sweep.
@@ -80,15 +108,20 @@ class Sweep:
             raise ValueError(f"baseline must name one of the sweep's settings ({', '.join(self.setting_names())}); "
                              f"got {self.baseline!r}")
 
+    def config(self, values: dict[str, Any]) -> Any:
+        """The config of one run: a :class:`~resmooth.train.Config` or, in a dense sweep, a
+        :class:`~resmooth.dense.DenseConfig`; unknown fields fail, naming them."""
+        return KINDS[self.kind].config.from_dict(values)
+
     def setting_names(self) -> list[str]:
         """Each setting's folder name: the fields its grid block sets that differ across the sweep."""
         return [",".join(f"{k}={_fmt(values[k])}" for k in named) or "base" for values, named in zip(self.settings, self._named)]
 
-    def runs(self) -> list[tuple[str, Config]]:
+    def runs(self) -> list[tuple[str, Any]]:
         """(folder, config) of every setting x trial: ``<setting>/seed-<k>``."""
         runs = []
         for values, setting in zip(self.settings, self.setting_names()):
-            runs += [(f"{setting}/seed-{seed}", Config.from_dict({**values, "seed": seed}))
+            runs += [(f"{setting}/seed-{seed}", self.config({**values, "seed": seed}))
                      for seed in range(self.first_seed, self.first_seed + self.trials)]
         names = [name for name, _ in runs]
         if len(set(names)) < len(names):
@@ -101,7 +134,12 @@ def _fmt(value: Any) -> str:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file: unknown keys and bad fields fail here, naming the field."""
+    """Read and check a sweep file: unknown keys and bad fields fail here, naming the field.
+
+    The file's ``kind`` says what its runs are, and so which config its fields are checked against:
+    ``"classification"`` (the default, :class:`~resmooth.train.Config`) or ``"dense"``
+    (:class:`~resmooth.dense.DenseConfig`).
+    """
     with open(path, "rb") as f:
         raw = tomllib.load(f)
     unknown = sorted(set(raw) - SWEEP_KEYS)
@@ -112,7 +150,7 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(
         name=raw["name"], base=raw.get("base", {}), grid=raw.get("grid", []), trials=raw.get("trials", 1),
         first_seed=raw.get("first_seed", 0), paper_table=raw.get("paper_table"), baseline=raw.get("baseline"),
-        description=raw.get("description", ""),
+        description=raw.get("description", ""), kind=raw.get("kind", "classification"),
     )
 
 
@@ -125,8 +163,13 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     ``settings=K`` runs the first K settings only, every trial of each: the cut a budget forces
     drops settings from the end of the file's list (its priority order), never seeds.
     ``download`` fetches a dataset whose files are missing (the local executor).
-    ``executor="ray"`` runs each trial as a Ray task (see :func:`resmooth.cluster.run_on_ray`,
-    which takes ``ray_options``: address, cpus_per_trial, gpus_per_trial, max_retries, shared_fs).
+    ``executor="ray"`` runs each trial of a classification sweep as a Ray task (see
+    :func:`resmooth.cluster.run_on_ray`, which takes ``ray_options``: address, cpus_per_trial,
+    gpus_per_trial, max_retries, shared_fs).
+
+    Raises:
+        RunExistsError: a finished run in ``out`` has other settings than the sweep's run of that
+            folder (a changed file): the sweep would skip it and report it as the file's.
     """
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be one of 'local', 'ray'; got {executor!r}")
@@ -136,6 +179,9 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
         raise ValueError("download applies to executor='local' only: fetch the data first (resmooth train --download) "
                          "where the Ray workers read it")
     sweep = load_sweep(path)
+    if executor == "ray" and sweep.kind != "classification":
+        raise ValueError(f"executor='ray' runs kind='classification' sweeps only; run the {sweep.kind} sweep "
+                         f"{sweep.name!r} with executor='local'")
     if settings is not None:
         check_int("settings", settings, 1)
     if data_root is not None:
@@ -143,11 +189,13 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     if device is not None:
         sweep.settings = [{**s, "device": device} for s in sweep.settings]
     out = Path(out) if out is not None else Path("results") / sweep.name
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "sweep.toml", lambda p: p.write_bytes(Path(path).read_bytes()))
     runs = sweep.runs()
     if settings is not None:
         runs = runs[:settings * sweep.trials]
+    for name, config in runs:
+        _check_finished(out / name, config)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "sweep.toml", lambda p: p.write_bytes(Path(path).read_bytes()))
     # Seed-major, smallest training sets first: a sweep stopped part way leaves whole seeds of
     # paired runs (every setting on the same data and init), which is what the statistics need.
     todo = sorted((run for run in runs if not (out / run[0] / "summary.json").exists()),
@@ -160,17 +208,33 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
 
         run_on_ray(todo, out, quiet=quiet, **ray_options)
         return out
+    kind = KINDS[sweep.kind]
     loaded: dict[tuple, Any] = {}
     for i, (name, config) in enumerate(todo, 1):
         # A run's data depend on these fields only: load once, reuse across methods.
-        key = tuple(getattr(config, f) for f in DATA_FIELDS)
+        key = tuple(getattr(config, f) for f in kind.data_fields)
         if key not in loaded:
             loaded.clear()
-            loaded[key] = load_run_data(config, download=download)
+            loaded[key] = kind.load_data(config, download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
-        train(config, out / name, resume=True, quiet=quiet, data=loaded[key])
+        kind.train(config, out / name, resume=True, quiet=quiet, data=loaded[key])
     return out
+
+
+def _check_finished(folder: Path, config: Any) -> None:
+    """Refuse a finished run in ``folder`` whose config is not ``config`` (but for :data:`PLACE_FIELDS`)."""
+    summary = folder / "summary.json"
+    if not summary.exists():
+        return
+    # from_dict gives a field that a summary older than it lacks its default, as the run had it.
+    values = json.loads(summary.read_text())["config"]
+    ran = type(config).from_dict({**values, **{f: getattr(config, f) for f in PLACE_FIELDS}}).to_dict()
+    wanted = config.to_dict()
+    differ = [f"{k}={v!r} (the sweep's: {wanted[k]!r})" for k, v in ran.items() if v != wanted[k]]
+    if differ:
+        raise RunExistsError(f"{folder} holds a finished run with other settings: {', '.join(differ)}; "
+                             "run the sweep into another out")
 
 
 def _log_invocation(out: Path, sweep: Sweep, todo: int, executor: str) -> None:

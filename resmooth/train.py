@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int, check_real
-from ._fields import inherited, option
+from ._fields import from_values, inherited, option
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
 from .diffusivity import DiffusivityMap, refuse_unused
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
@@ -140,11 +140,7 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         """A config from plain values (a sweep file's), refusing unknown fields by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-        return cls(**values)
+        return from_values(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,7 +14,7 @@ def subcommand(name: str) -> argparse.ArgumentParser:
     return choices[name]
 
 
-@pytest.mark.parametrize("name", ["train", "sweep", "dense", "report"])
+@pytest.mark.parametrize("name", ["train", "sweep", "report"])
 def test_every_option_has_help(name):
     parser = subcommand(name)
     options = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
@@ -30,7 +30,7 @@ def test_the_train_options_say_what_they_are():
     assert tuple(train["method"].choices) == METHODS and len(METHODS) == 7
     assert "annealing" in train["b"].help
     assert "$RESMOOTH_DATA" in train["data_root"].help
-    assert train["download"].help and subcommand("dense")._option_string_actions["--download"].help
+    assert train["download"].help and subcommand("sweep")._option_string_actions["--download"].help
     text = subcommand("train").format_help()
     assert "{sgd,sgd-ce,label-smoothing,adam,adagrad,resmooth,adaptive-wd}" in text
     with pytest.raises(SystemExit):

@@ -1,4 +1,4 @@
-"""Dense outputs: image metrics against scikit-image, corruptions, the autoencoder and the study runner."""
+"""Dense outputs: image metrics against scikit-image, corruptions, the autoencoder, and dense sweeps."""
 
 import dataclasses
 import json
@@ -9,11 +9,13 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from fake_datasets import write_fmnist
 from resmooth.data import DeviceData
-from resmooth.dense import LOSSES, STUDY_TASKS, DenseConfig, DenseObjective, dense_report, run_dense_study, study_runs, train_dense
+from resmooth.__main__ import main
+from resmooth.dense import LOSSES, DenseConfig, DenseObjective, collect_dense, train_dense
 from resmooth.images import corrupt, intersection_union, psnr, silhouette, ssim, total_variation
 from resmooth.models.autoencoder import ConvAutoencoder
-from resmooth.report import report_folder
+from resmooth.report import report
 from resmooth.runfiles import RunExistsError
+from resmooth.sweep import load_sweep, run_sweep
 from resmooth.train import NonFiniteLossError
 
 F64 = torch.float64
@@ -201,33 +203,93 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_error(tmp_path, one_thread
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-def test_study_runs_are_seed_major_and_resume(tmp_path, monkeypatch):
-    runs = study_runs(2)
-    assert len(runs) == 2 * len(STUDY_TASKS) * len(LOSSES)
-    assert {c.seed for _, c in runs[: len(runs) // 2]} == {0}
+DENSE_SWEEP = """
+name = "tiny-dense"
+kind = "dense"
+trials = 2
+[base]
+task = "segment"
+epochs = 1
+subset = 0.5
+width = 4
+batch_size = 16
+eval_batch_size = 16
+device = "cpu"
+[[grid]]
+loss = ["squared-error", "resmooth-full"]
+"""
+
+
+def test_a_dense_sweep_runs_seed_major_resumes_and_reports(tmp_path, monkeypatch, capsys, one_thread):
     write_fmnist(tmp_path / "data", monkeypatch, per_class=(8, 2))
-    overrides = dict(epochs=1, subset=0.5, width=4, data_root=str(tmp_path / "data"), device="cpu")
-    out = run_dense_study(tmp_path / "study", seeds=1, quiet=True, **overrides)
-    summaries = sorted(out.glob("*/*/seed-0/summary.json"))
-    assert len(summaries) == len(STUDY_TASKS) * len(LOSSES)
+    file = tmp_path / "tiny-dense.toml"
+    file.write_text(DENSE_SWEEP)
+    out = run_sweep(file, tmp_path / "study", data_root=str(tmp_path / "data"))
+    # Seed-major: both objectives of seed 0 before seed 1, so a stopped sweep leaves paired seeds.
+    order = [line.split("] ")[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert order == ["loss=squared-error/seed-0", "loss=resmooth-full/seed-0", "loss=squared-error/seed-1",
+                     "loss=resmooth-full/seed-1"]
+    summaries = sorted(out.glob("*/seed-*/summary.json"))
+    assert len(summaries) == 4 and (out / "sweep.toml").read_text() == DENSE_SWEEP
+    assert json.loads(summaries[0].read_text())["config"]["data_root"] == str(tmp_path / "data")
+    # Run again, without the data root: where a run ran may differ, and nothing is trained again.
     stamps = [p.stat().st_mtime_ns for p in summaries]
-    run_dense_study(out, seeds=1, quiet=True, **overrides)
+    run_sweep(file, out, quiet=True)
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
-    with pytest.raises(RunExistsError, match="other settings"):
-        run_dense_study(out, seeds=1, quiet=True, **{**overrides, "epochs": 2})
-    text = dense_report(out)
-    assert "| segment-gaussian-0.5 | resmooth-full | 1 |" in text and "(baseline)" in text
-    assert (out / "report.csv").read_text().count("\n") == 1 + len(STUDY_TASKS) * len(LOSSES)
-    # The folder says what it is; `report` reads that, also from a record written before it did.
-    record = json.loads((out / "dense-study.json").read_text())
-    assert record["study"] == "dense" and report_folder(out) == text
-    del record["study"]
-    (out / "dense-study.json").write_text(json.dumps(record))
-    run_dense_study(out, seeds=1, quiet=True, **overrides)
-    assert report_folder(out) == text
-    (out / "dense-study.json").write_text(json.dumps({**record, "study": "ablation"}))
-    with pytest.raises(ValueError, match="declares study 'ablation'"):
-        report_folder(out)
+    # A run stopped after its last checkpoint resumes from it, to the same result and without
+    # training again (the clock is the checkpoint's).
+    stopped = out / "loss=resmooth-full" / "seed-1" / "summary.json"
+    finished = json.loads(stopped.read_text())
+    stopped.unlink()
+    run_sweep(file, out, quiet=True, data_root=str(tmp_path / "data"))
+    resumed = json.loads(stopped.read_text())
+    for key in ("iou", "train_loss", "train_seconds"):
+        assert resumed[key] == finished[key]
+    # A changed file does not skip runs of other settings as if they were its own.
+    file.write_text(DENSE_SWEEP.replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(RunExistsError, match=r"other settings: epochs=1 \(the sweep's: 2\)"):
+        run_sweep(file, out, quiet=True)
+    assert (out / "sweep.toml").read_text() == DENSE_SWEEP
+    with pytest.raises(ValueError, match="executor='ray' runs kind='classification' sweeps only"):
+        run_sweep(file, tmp_path / "ray", executor="ray")
+    # report reads the kind from the folder's sweep.toml: the dense table, paired by seed.
+    text = report(out)
+    assert "| segment-gaussian-0.5 | squared-error | 2 |" in text and "(baseline)" in text
+    runs = collect_dense(out)
+    differences = [100 * (own["iou"] - base["iou"]) for own, base in
+                   zip(runs[("segment-gaussian-0.5", "resmooth-full")], runs[("segment-gaussian-0.5", "squared-error")])]
+    csv = (out / "report.csv").read_text().splitlines()
+    assert len(csv) == 3 and csv[2].startswith("segment-gaussian-0.5,resmooth-full,2,iou,")
+    assert float(csv[2].split(",")[6]) == pytest.approx(sum(differences) / 2, abs=1e-6)
+    assert main(["report", str(out)]) == 0 and capsys.readouterr().out == text + "\n"
+
+
+def test_a_sweep_file_names_its_kind(tmp_path):
+    file = tmp_path / "bad.toml"
+    file.write_text(DENSE_SWEEP.replace('kind = "dense"', 'kind = "segmentation"'))
+    with pytest.raises(ValueError, match="kind must be one of 'classification', 'dense'; got 'segmentation'"):
+        load_sweep(file)
+    # The kind decides which config the fields are checked against.
+    file.write_text(DENSE_SWEEP.replace('kind = "dense"\n', ""))
+    with pytest.raises(ValueError, match="unknown config field.*loss, task, width"):
+        load_sweep(file)
+    file.write_text(DENSE_SWEEP.replace('task = "segment"', 'task = "segment"\nmethod = "sgd"'))
+    with pytest.raises(ValueError, match="unknown config field.*method"):
+        load_sweep(file)
+    file.write_text(DENSE_SWEEP.replace("trials = 2", 'trials = 2\npaper_table = "table1"'))
+    with pytest.raises(ValueError, match="paper_table and baseline apply to kind='classification' only"):
+        load_sweep(file)
+    file.write_text(DENSE_SWEEP)
+    assert {type(config) for _, config in load_sweep(file).runs()} == {DenseConfig}
+
+
+def test_the_dense_report_refuses_two_settings_of_one_task_and_objective(tmp_path):
+    for setting, tau in (("tau=1", 1.0), ("tau=2", 2.0)):
+        run = tmp_path / setting / "seed-0"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"config": DenseConfig(loss="resmooth-full", tau=tau).to_dict()}))
+    with pytest.raises(ValueError, match="tau=1 and tau=2 are both task denoise-gaussian-0.5 with objective resmooth-full"):
+        collect_dense(tmp_path)
 
 
 def test_image_grid_lays_out_columns_and_refuses_ragged_ones():

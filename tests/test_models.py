@@ -8,9 +8,9 @@ import torch
 
 from resmooth import heat_diffuse, laplacian
 from resmooth.data import augment_batch, batches
-from resmooth.dense import run_dense_study
 from resmooth.models import MODELS, DenseNetBC, ResNet, build_model, count_parameters
 from resmooth.models.autoencoder import ConvAutoencoder
+from resmooth.sweep import Sweep
 
 
 def resnet_parameters(n: int, num_classes: int, in_channels: int, w: int = 16) -> int:
@@ -193,7 +193,7 @@ def test_densenet_is_configurable():
         (lambda: augment_batch(torch.zeros(2, 1, 4, 4), padding=1.0), "padding"),
         (lambda: heat_diffuse(torch.rand(4, 4), 0.1, 1.0, 2, steps=2.0), "steps"),
         (lambda: laplacian(torch.rand(4, 4), 2.0), "ndim"),
-        (lambda: run_dense_study("unused", seeds=1.0), "seeds"),
+        (lambda: Sweep("unused", base={}, grid=[], trials=1.0, kind="dense"), "trials"),
     ],
 )
 def test_integer_arguments_are_one_check_everywhere(make, name):

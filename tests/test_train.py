@@ -266,6 +266,10 @@ def test_sweep_runs_skips_finished_runs_and_reports(tmp_path):
     assert float(paired[2].split(",")[8]) == pytest.approx(sum(diffs) / 2, abs=1e-4)
     invocations = [json.loads(line) for line in (out / "invocations.jsonl").read_text().splitlines()]
     assert [i["runs_to_go"] for i in invocations] == [4, 0] and invocations[0]["torch"] == torch.__version__
+    # A changed file does not skip finished runs of other settings as if they were its own.
+    file.write_text(SWEEP.replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(RunExistsError, match=r"method=sgd/seed-0 holds a finished run with other settings: epochs=1 "):
+        run_sweep(file, out, quiet=True)
 
 
 def test_a_budget_cut_keeps_every_seed_and_the_named_baseline_is_paired_with_each_setting(tmp_path):
