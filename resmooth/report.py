@@ -22,7 +22,7 @@ from typing import Any
 from .data import INFO
 from .dense import dense_report
 from .paper import TABLES, cell_label, paper_cell
-from .runfiles import atomic_write
+from .runfiles import atomic_write, read_jsonl
 from .stats import Paired, Summary, paired_difference, summarize_values
 from .sweep import _fmt, load_sweep
 
@@ -56,8 +56,7 @@ def learning_curves(folder: str | Path, setting: str, key: str) -> tuple[list[in
     """
     records = []
     for path in sorted(Path(folder, setting).glob("seed-*/summary.json")):
-        lines = (path.parent / "metrics.jsonl").read_text().splitlines()
-        records.append({r["epoch"]: r[key] for r in map(json.loads, lines) if key in r})
+        records.append({r["epoch"]: r[key] for r in read_jsonl(path.parent / "metrics.jsonl") if key in r})
     if not records:
         raise FileNotFoundError(f"no finished runs of {setting!r} under {folder}")
     epochs = sorted(set.intersection(*(set(r) for r in records)))

@@ -61,6 +61,11 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
 
 
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file, in order: a run's ``metrics.jsonl``, a sweep's ``invocations.jsonl``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
 def environment(device: torch.device) -> dict[str, str]:
     """What a run's summary records of where it ran: the device, the versions, the threads."""
     from . import __version__

@@ -14,7 +14,7 @@ import torch
 
 from resmooth.report import against, at_chance, collect, learning_curves, report
 from resmooth.sweep import load_sweep, run_sweep
-from resmooth.runfiles import RunExistsError
+from resmooth.runfiles import RunExistsError, read_jsonl, write_jsonl
 from resmooth.train import Config, NonFiniteLossError, Objective, load_run_data, train
 
 # The real data only through $RESMOOTH_DATA (the Makefile sets it); unset, the test that needs it skips.
@@ -294,6 +294,14 @@ def test_a_budget_cut_keeps_every_seed_and_the_named_baseline_is_paired_with_eac
     file.write_text(SWEEP.replace('trials = 2', 'trials = 2\nbaseline = "method=sgdd"'))
     with pytest.raises(ValueError, match="baseline must name one of the sweep's settings"):
         load_sweep(file)
+
+
+def test_jsonl_records_come_back_as_written(tmp_path):
+    records = [{"epoch": 1, "test_acc": 0.1 + 0.2}, {"epoch": 2, "argv": ["a", "b"], "lr": 1e-3}]
+    write_jsonl(tmp_path / "m.jsonl", records)
+    with open(tmp_path / "m.jsonl", "a") as f:  # appended as a sweep appends its invocations
+        f.write(json.dumps({"epoch": 3}) + "\n")
+    assert read_jsonl(tmp_path / "m.jsonl") == [*records, {"epoch": 3}]
 
 
 def test_a_run_at_chance_is_dead():
