@@ -8,7 +8,9 @@ and runs SGD (or Adam, AdaGrad) with the method's objective, writing after every
 
 - ``OUT/metrics.jsonl``: one record per epoch (epoch, train_loss, train_acc, test_loss,
   test_acc, val_acc, lr, mean_kappa, smoothing_scale, seconds; the test and validation fields
-  only on the epochs that ``Config.evaluates``);
+  only on the epochs that ``Config.evaluates``; the methods with a smoothing map also record
+  the rescaling ratio ``||W d||^2 / ||d||^2`` over the epoch's samples: ratio_mean, ratio_min,
+  ratio_max);
 - ``OUT/checkpoint.pt``: model, optimizer and random state, so that ``resume=True`` after a
   kill continues to the same result as a run that never stopped;
 
@@ -34,11 +36,16 @@ from ._fields import from_values, inherited, option
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
 from .diffusivity import DiffusivityMap, refuse_unused
 from .loss import ResidualSmoothingLoss, SquaredErrorLoss
+from .residual import ACTIVATIONS
 from .models import MODELS, build_model
 from .regularization import adaptive_decay, add_weight_decay_
 from .runfiles import CHECKPOINT, atomic_write, environment, open_run, write_json, write_jsonl
 
-METHODS = ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd")
+METHODS = ("sgd", "sgd-ce", "label-smoothing", "label-smoothing-se", "adam", "adagrad", "resmooth", "sgd-rescaled",
+           "adaptive-wd")
+# The methods that read the diffusivity map: residual smoothing, and its mechanistic control.
+SMOOTHED = ("resmooth", "sgd-rescaled")
+CROSS_ENTROPY = ("sgd-ce", "label-smoothing")
 # The optimizers' usual default learning rates; SGD's is the paper's 0.1.
 DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
 
@@ -54,7 +61,8 @@ class Config:
     The residual smoothing fields (``scheme`` to ``s``) are those of
     :class:`~resmooth.diffusivity.DiffusivityMap`, checked by it. Every field has a default, and a
     default is never refused; a field that the run would ignore must keep it: the smoothing
-    fields when ``method`` is not ``"resmooth"``, and the ones that the scheme does not read
+    fields when ``method`` is neither ``"resmooth"`` nor its control ``"sgd-rescaled"``,
+    ``activation`` under the cross-entropy methods, and the ones that the scheme does not read
     (``alpha`` under ``"global"``, which may also be 0; ``s`` outside ``"local"``;
     ``distribution``, ``mu`` and ``b`` under ``"local"``). Another value is a ValueError that
     names the field and why.
@@ -64,16 +72,21 @@ class Config:
     data_root: str | None = option(None, "the folder that holds the datasets (default: $RESMOOTH_DATA, else ~/.cache/resmooth/data)")
     model: str = option("resnet20", "the network", tuple(MODELS))
     method: str = option("resmooth", "the objective and optimizer: sgd (squared error of the softmax, SGD), sgd-ce "
-                         "(cross-entropy), label-smoothing (cross-entropy with smoothed labels), adam and adagrad "
-                         "(squared error), resmooth (residual smoothing, Algorithm 1), adaptive-wd (squared error "
-                         "with per-sample adaptive weight decay, Eq. 5-6)", METHODS)
+                         "(cross-entropy), label-smoothing (cross-entropy with smoothed labels), label-smoothing-se "
+                         "(squared error to smoothed labels), adam and adagrad (squared error), resmooth (residual "
+                         "smoothing, Algorithm 1), sgd-rescaled (the squared error of each sample times the detached "
+                         "ratio ||W d||^2 / ||d||^2 of the smoothing map: its rescaling without its redistribution "
+                         "between the classes), adaptive-wd (squared error with per-sample adaptive weight decay, "
+                         "Eq. 5-6)", METHODS)
+    activation: str = option("softmax", "the output activation phi of the squared error (Eq. 9): softmax, sigmoid or "
+                             "identity (the raw outputs); the cross-entropy methods take the softmax", ACTIVATIONS)
     # Residual smoothing (Eq. 13-22): DiffusivityMap's fields.
-    scheme: str = inherited(DiffusivityMap, "scheme", "resmooth")
-    distribution: str = inherited(DiffusivityMap, "distribution", "resmooth")
-    b: float = inherited(DiffusivityMap, "b", "resmooth")
-    alpha: float = inherited(DiffusivityMap, "alpha", "resmooth")
-    mu: float = inherited(DiffusivityMap, "mu", "resmooth")
-    s: float = inherited(DiffusivityMap, "s", "resmooth")
+    scheme: str = inherited(DiffusivityMap, "scheme", "resmooth, sgd-rescaled")
+    distribution: str = inherited(DiffusivityMap, "distribution", "resmooth, sgd-rescaled")
+    b: float = inherited(DiffusivityMap, "b", "resmooth, sgd-rescaled")
+    alpha: float = inherited(DiffusivityMap, "alpha", "resmooth, sgd-rescaled")
+    mu: float = inherited(DiffusivityMap, "mu", "resmooth, sgd-rescaled")
+    s: float = inherited(DiffusivityMap, "s", "resmooth, sgd-rescaled")
     # Optimization (Sec. 6): lr for the first lr_drop of the epochs, then lr * lr_factor.
     epochs: int = option(48, "training epochs")
     batch_size: int = option(128, "images per optimizer step")
@@ -82,7 +95,8 @@ class Config:
     lr_factor: float = option(0.01, "the factor of the learning-rate drop")
     momentum: float = option(0.9, "SGD's momentum (every method but adam and adagrad)")
     weight_decay: float = option(1e-3, "the optimizer's L2 weight decay; adaptive-wd: the largest decay lambda_0 of Eq. 5")
-    label_smoothing: float = option(0.1, "label-smoothing: the mass in [0, 1) spread over the other classes")
+    label_smoothing: float = option(0.1, "label-smoothing, label-smoothing-se: the mass eps in [0, 1) taken from the "
+                                    "true class and spread evenly over all M classes (target (1 - eps) one-hot + eps / M)")
     nu: float = option(1.0, "adaptive-wd: the loss scale nu > 0 of Eq. 5 at which the decay saturates")
     # Data.
     subset: float = option(1.0, "the fraction in (0, 1] of each class of the training set kept")
@@ -105,10 +119,14 @@ class Config:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("model", self.model, MODELS)
         check_choice("method", self.method, METHODS)
-        if self.method == "resmooth":
+        check_choice("activation", self.activation, ACTIVATIONS)
+        if self.method in SMOOTHED:
             DiffusivityMap.of(self)  # its checks
         else:
             refuse_unused(self, f"method={self.method!r} has no residual smoothing")
+        if self.method in CROSS_ENTROPY and self.activation != "softmax":
+            raise ValueError(f"activation={self.activation!r} would be ignored: method={self.method!r} is the "
+                             "cross-entropy of the softmax; leave activation at its default 'softmax'")
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed)
@@ -147,7 +165,7 @@ class Config:
 
     @property
     def diffusivity(self) -> DiffusivityMap:
-        """The residual smoothing's hyperparameters (those of ``method="resmooth"``)."""
+        """The residual smoothing's hyperparameters (those of ``method="resmooth"`` and ``"sgd-rescaled"``)."""
         return DiffusivityMap.of(self)
 
     @property
@@ -196,31 +214,45 @@ def resolve_device(name: str) -> torch.device:
 class Objective(nn.Module):
     """The method's training loss, and the data term reported as the test loss.
 
-    ``sgd``, ``adam``, ``adagrad`` and ``adaptive-wd`` minimize the squared error of the softmax
-    output (the paper's baseline objective; the book's appendix, Conventions and notation: the
-    loss); ``resmooth`` its smoothed form; ``sgd-ce`` and ``label-smoothing`` the cross-entropy.
-    ``forward`` returns per-sample losses; :meth:`step`, once per optimizer step, advances the
-    smoothing's progress over ``total_steps``.
+    ``sgd``, ``adam``, ``adagrad`` and ``adaptive-wd`` minimize the squared error of the output
+    activation (the paper's baseline objective; the book's appendix, Conventions and notation:
+    the loss); ``label-smoothing-se`` the same against smoothed labels; ``resmooth`` its smoothed
+    form; ``sgd-rescaled`` the squared error of each sample times the detached ratio
+    ``||W d||^2 / ||d||^2`` of the smoothing map (:func:`smoothing_ratio`), whose value is the
+    smoothed loss and whose gradient is the plain one scaled per sample by the ratio: the
+    smoothing's rescaling without its redistribution between the classes (the book's mechanistic
+    control); ``sgd-ce`` and ``label-smoothing`` the cross-entropy. ``forward`` returns
+    per-sample losses; :meth:`step`, once per optimizer step, advances the smoothing's progress
+    over ``total_steps``.
     """
 
     def __init__(self, config: Config, total_steps: int) -> None:
         super().__init__()
         self.method = config.method
-        self.label_smoothing = config.label_smoothing if config.method == "label-smoothing" else 0.0
+        self.label_smoothing = config.label_smoothing if config.method.startswith("label-smoothing") else 0.0
         self.smoothing = None
-        if config.method == "resmooth":
-            self.smoothing = ResidualSmoothingLoss(**dataclasses.asdict(config.diffusivity), reduction="none",
-                                                   total_steps=total_steps)
-        self.squared_error = SquaredErrorLoss(reduction="none")
+        if config.method in SMOOTHED:
+            self.smoothing = ResidualSmoothingLoss(**dataclasses.asdict(config.diffusivity), activation=config.activation,
+                                                   reduction="none", total_steps=total_steps)
+        self.squared_error = SquaredErrorLoss(config.activation, reduction="none")
+        # The rescaling ratio ||W d||^2 / ||d||^2 of the last batch (methods with a smoothing map).
+        self.last_ratio: Tensor | None = None
 
     @property
     def cross_entropy(self) -> bool:
-        return self.method in ("sgd-ce", "label-smoothing")
+        return self.method in CROSS_ENTROPY
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.smoothing is not None:
-            return self.smoothing(logits, target)
-        return self.data_term(logits, target, self.label_smoothing)
+        if self.smoothing is None:
+            return self.data_term(logits, target, self.label_smoothing)
+        plain = self.squared_error(logits, target)
+        if self.method == "resmooth":
+            smoothed = self.smoothing(logits, target)
+        else:  # the control reads the map's ratio only: no gradient through the smoothing
+            with torch.no_grad():
+                smoothed = self.smoothing(logits.detach(), target)
+        self.last_ratio = smoothing_ratio(smoothed.detach(), plain.detach())
+        return smoothed if self.method == "resmooth" else self.last_ratio * plain
 
     def step(self) -> None:
         if self.smoothing is not None:
@@ -229,7 +261,23 @@ class Objective(nn.Module):
     def data_term(self, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
         if self.cross_entropy:
             return F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=label_smoothing)
+        if label_smoothing:
+            target = smoothed_labels(target, logits.shape[1], label_smoothing)
         return self.squared_error(logits, target)
+
+
+def smoothed_labels(target: Tensor, num_classes: int, eps: float) -> Tensor:
+    """Class indices as the soft targets ``(1 - eps) one-hot + eps / M``, torch's label smoothing."""
+    return F.one_hot(target, num_classes).float() * (1.0 - eps) + eps / num_classes
+
+
+def smoothing_ratio(smoothed: Tensor, plain: Tensor) -> Tensor:
+    """``||W d_i||^2 / ||d_i||^2`` per sample, from the smoothed and the plain squared norms.
+
+    A sample fit exactly (``d_i = 0``, so ``W d_i = 0``) gets 1: its loss and gradient are zero
+    whatever the ratio.
+    """
+    return torch.where(plain > 0, smoothed / plain.clamp_min(torch.finfo(plain.dtype).tiny), torch.ones_like(plain))
 
 
 def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -340,6 +388,9 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         kappa_sum, scale_sum = 0.0, 0.0
+        ratio_sum = torch.zeros((), device=device)
+        ratio_min = torch.full((), math.inf, device=device)
+        ratio_max = torch.full((), -math.inf, device=device)
         model.train()
         for xb, yb in batches(data.train_x, data.train_y, config.batch_size, shuffle=True, generator=generator):
             if data.augment:
@@ -363,6 +414,9 @@ def train(
                 scale_sum += objective.smoothing.last_scale  # a tensor from the schedule: no read-back
                 kappa = objective.smoothing.last_kappa
                 kappa_sum += kappa.mean() if isinstance(kappa, Tensor) else kappa  # no read-back per step
+                ratio = objective.last_ratio
+                ratio_sum += ratio.sum()
+                ratio_min, ratio_max = torch.minimum(ratio_min, ratio.min()), torch.maximum(ratio_max, ratio.max())
             if bar is not None:
                 bar.update()
         train_loss = float(loss_sum) / len(data.train_x)
@@ -385,6 +439,9 @@ def train(
         elapsed += time.perf_counter() - tic
         record.update(lr=lr, mean_kappa=float(kappa_sum) / steps_per_epoch if objective.smoothing else 0.0,
                       smoothing_scale=float(scale_sum) / steps_per_epoch if objective.smoothing else 0.0, seconds=elapsed)
+        if objective.smoothing is not None:
+            record.update(ratio_mean=float(ratio_sum) / len(data.train_x), ratio_min=float(ratio_min),
+                          ratio_max=float(ratio_max))
         metrics.append(record)
         if out is not None:
             write_jsonl(out / "metrics.jsonl", metrics)

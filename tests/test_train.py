@@ -15,7 +15,8 @@ import torch
 from resmooth.report import against, at_chance, collect, learning_curves, report
 from resmooth.sweep import load_sweep, run_sweep
 from resmooth.runfiles import RunExistsError, read_jsonl, write_jsonl
-from resmooth.train import Config, NonFiniteLossError, Objective, load_run_data, train
+from resmooth.loss import ResidualSmoothingLoss, SquaredErrorLoss
+from resmooth.train import METHODS, Config, NonFiniteLossError, Objective, load_run_data, train
 
 # The real data only through $RESMOOTH_DATA (the Makefile sets it); unset, the test that needs it skips.
 DATA_ROOT = os.environ.get("RESMOOTH_DATA")
@@ -52,6 +53,13 @@ def read_metrics(folder):
         (dict(scheme="local", b=0.3), "b=0.3 would be ignored: scheme='local' has the constant scale s"),
         (dict(method="sgd", b=0.3), "b=0.3 would be ignored: method='sgd' has no residual smoothing"),
         (dict(method="adam", scheme="local"), "scheme='local' would be ignored: method='adam' has no residual smoothing"),
+        (dict(activation="tanh"), "activation must be one of 'softmax', 'sigmoid', 'identity'; got 'tanh'"),
+        (dict(method="sgd-ce", activation="identity"), "activation='identity' would be ignored: method='sgd-ce'"),
+        (dict(method="label-smoothing", activation="sigmoid"), "activation='sigmoid' would be ignored"),
+        # The control reads the smoothing map, and refuses what its scheme ignores, as resmooth does.
+        (dict(method="sgd-rescaled", b=0.0), "b must be > 0"),
+        (dict(method="sgd-rescaled", s=0.5), "s=0.5 would be ignored: scheme='full' takes its scale from the annealing"),
+        (dict(method="label-smoothing-se", b=0.3), "b=0.3 would be ignored: method='label-smoothing-se' has no residual"),
     ],
 )
 def test_bad_configs_fail_before_any_work(fields, message):
@@ -162,10 +170,65 @@ def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
 
 
 def test_every_method_trains(tmp_path):
-    for method in ("sgd", "sgd-ce", "label-smoothing", "adam", "adagrad", "resmooth", "adaptive-wd"):
+    for method in METHODS:
         # Two epochs: after one, adaptive-wd sits near chance on some thread counts (15% with one).
         summary = train(Config(**TINY, epochs=2, method=method), quiet=True)
         assert summary["final_test_acc"] > 20, method  # 10 classes: chance is 10%
+
+
+def _objective_gradient(config, logits, target, progress_steps):
+    objective = Objective(config, total_steps=100)
+    for _ in range(progress_steps):
+        objective.step()
+    z = logits.clone().requires_grad_()
+    losses = objective(z, target)
+    losses.sum().backward()
+    return losses.detach(), z.grad
+
+
+def test_the_control_rescales_the_plain_gradient_by_the_smoothing_ratio():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 10, dtype=torch.float64) * 3, torch.randint(0, 10, (16,))
+    smoothing = dict(scheme="full", distribution="laplace", b=0.9)
+    losses, grad = _objective_gradient(Config(method="sgd-rescaled", **smoothing), logits, target, 60)
+    _, plain_grad = _objective_gradient(Config(method="sgd"), logits, target, 60)
+    # The ratio, from the loss module at the same progress (60 of 100 steps).
+    smoothed = ResidualSmoothingLoss(**smoothing, reduction="none")(logits, target, progress=0.6)
+    plain = SquaredErrorLoss(reduction="none")(logits, target)
+    ratio = smoothed / plain
+    # The smoothing shrinks every residual here, each by its own factor.
+    assert 0 < ratio.min() and ratio.max() < 1.0 and ratio.std() > 0.01
+    torch.testing.assert_close(losses, smoothed)  # its value is the smoothed loss...
+    torch.testing.assert_close(grad, ratio[:, None] * plain_grad)  # ...its gradient the plain one, rescaled
+    # ...which is not the smoothing's own gradient: that one also moves the residual between classes.
+    _, smoothing_grad = _objective_gradient(Config(method="resmooth", **smoothing), logits, target, 60)
+    assert not torch.allclose(grad, smoothing_grad, atol=1e-3)
+
+
+def test_the_activation_reaches_the_squared_error_and_the_smoothing():
+    torch.manual_seed(0)
+    logits, target = torch.randn(8, 10, dtype=torch.float64), torch.randint(0, 10, (8,))
+    one_hot = torch.nn.functional.one_hot(target, 10).double()
+    losses, _ = _objective_gradient(Config(method="sgd", activation="identity"), logits, target, 0)
+    torch.testing.assert_close(losses, ((logits - one_hot) ** 2).sum(1))
+    losses, _ = _objective_gradient(Config(method="resmooth", activation="identity", b=0.9), logits, target, 30)
+    expected = ResidualSmoothingLoss(b=0.9, activation="identity", reduction="none")(logits, target, progress=0.3)
+    torch.testing.assert_close(losses, expected)
+
+
+def test_label_smoothing_on_the_squared_error_targets_the_smoothed_labels():
+    logits, target = torch.randn(8, 10, dtype=torch.float64), torch.randint(0, 10, (8,))
+    losses, _ = _objective_gradient(Config(method="label-smoothing-se", label_smoothing=0.2), logits, target, 0)
+    smoothed = torch.nn.functional.one_hot(target, 10).double() * 0.8 + 0.02
+    torch.testing.assert_close(losses, ((logits.softmax(1) - smoothed) ** 2).sum(1))
+
+
+def test_the_smoothing_ratio_is_recorded_per_epoch(tmp_path):
+    train(Config(**TINY, epochs=2, method="sgd-rescaled", b=0.9), tmp_path, quiet=True)
+    for record in read_metrics(tmp_path):
+        assert 0 < record["ratio_min"] <= record["ratio_mean"] <= record["ratio_max"] <= 1.0, record
+    train(Config(**TINY, epochs=1, method="sgd"), tmp_path / "sgd", quiet=True)
+    assert "ratio_mean" not in read_metrics(tmp_path / "sgd")[0]
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
