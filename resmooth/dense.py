@@ -348,15 +348,15 @@ def headline(task: str) -> str:
 def dense_report(folder: str | Path, *, write: bool = True) -> str:
     """The study's table: each metric's mean over seeds ± the half-width of its 95% t-interval, and
     the paired difference of the headline metric (PSNR in dB, IoU) to the squared error on the
-    same seeds, with a 95% bootstrap interval."""
+    same seeds, with its 95% paired t interval."""
     folder = Path(folder)
     groups = collect_dense(folder)
     if not groups:
         raise FileNotFoundError(f"no finished runs (*/seed-*/summary.json) under {folder}")
     lines = ["# Dense outputs: Fashion-MNIST denoising and segmentation", "",
              "Test set (10,000 images, one fixed noise draw). Mean ± half-width of the 95% t-interval over seeds; "
-             "the difference is objective - squared error on the same seeds, with a 95% bootstrap "
-             "interval and the sign test's wins-losses.", "",
+             "the difference is objective - squared error on the same seeds, with its 95% paired t "
+             "interval and the seeds won and lost.", "",
              "| task | objective | seeds | PSNR (dB) | SSIM | IoU | difference | wins-losses |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     rows = [["task", "objective", "seeds", "metric", "mean", "std", "diff_mean", "diff_low", "diff_high", "wins", "losses"]]
     for (task, loss), runs in sorted(groups.items(), key=lambda item: (item[0][0], LOSSES.index(item[0][1]))):

@@ -4,7 +4,9 @@
 runs stuck at chance, the paper's table beside ours when the sweep names one) and ``paired.csv``:
 per cell and method, the setting each protocol chooses (:data:`PROTOCOLS`: the paper's, on the
 test set, or the clean one, on a validation split), paired seed by seed against the chosen
-baseline; and, when the sweep names a ``baseline`` setting, every setting paired against it.
+baseline; and, when the sweep names a ``baseline`` setting, every setting paired against it, with
+the one-sided test against the difference the paper reports and the smallest gain each comparison
+detects (:class:`resmooth.stats.Paired`).
 A dense sweep's folder (``kind = "dense"`` in its sweep.toml) gets the dense table instead
 (:func:`resmooth.dense.dense_report`). :func:`learning_curves` reads the per-epoch records of a
 setting's seeds.
@@ -21,7 +23,7 @@ from typing import Any
 
 from .data import INFO
 from .dense import dense_report
-from .paper import TABLES, cell_label, paper_cell
+from .paper import TABLES, cell_label, paper_cell, paper_difference
 from .runfiles import atomic_write, read_jsonl
 from .stats import Paired, Summary, paired_difference, summarize_values
 from .sweep import _fmt, load_sweep
@@ -124,7 +126,8 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     if sweep is not None and sweep.baseline in groups:
         for protocol, (_, metric) in PROTOCOLS.items():
             if all(metric in r for runs in groups.values() for r in runs):
-                lines += ["", *against_table(sweep.baseline, metric, against(groups, sweep.baseline, metric))]
+                claims = claimed(groups, sweep.baseline, sweep.paper_table, metric)
+                lines += ["", *against_table(sweep.baseline, metric, against(groups, sweep.baseline, metric), claims)]
     text = "\n".join(lines) + "\n"
     if write:
         atomic_write(folder / "report.md", lambda p: p.write_text(text))
@@ -137,8 +140,9 @@ def report(folder: str | Path, *, write: bool = True) -> str:
 # What makes a method a method; what the grid searches tune within it; what does not change results.
 FAMILY_FIELDS = ("method", "scheme", "distribution")
 TUNED_FIELDS = ("weight_decay", "b", "alpha", "mu", "s", "nu", "label_smoothing", "lr")
-TUNED_BY = {"resmooth": ("b", "alpha", "mu", "s", "weight_decay"), "adaptive-wd": ("nu", "weight_decay"),
-            "label-smoothing": ("label_smoothing", "weight_decay")}
+TUNED_BY = {"resmooth": ("b", "alpha", "mu", "s", "weight_decay"), "sgd-rescaled": ("b", "alpha", "mu", "s", "weight_decay"),
+            "adaptive-wd": ("nu", "weight_decay"), "label-smoothing": ("label_smoothing", "weight_decay"),
+            "label-smoothing-se": ("label_smoothing", "weight_decay")}
 RUN_FIELDS = ("seed", "device", "data_root", "eval_batch_size")
 BASELINE = "sgd"
 # protocol: (metric the setting is chosen by, metric reported). "paper": Sec. 6, the best epoch
@@ -212,27 +216,54 @@ def compare(groups: dict[str, list[dict[str, Any]]], protocol: str) -> list[Comp
     return rows
 
 
+PAIRED_NOTE = ("with its 95% paired t interval over seeds (mean ± t_0.975,n-1 sd / sqrt(n)), the seeds won and lost, and "
+               "the two-sided paired t test's p")
+
+
 def paired_table(protocol: str, rows: list[Comparison]) -> list[str]:
     choose_by, metric = PROTOCOLS[protocol]
     lines = [f"## Paired against the best {BASELINE} ({protocol} protocol: chosen by {choose_by}, reporting {metric})", "",
-             "Difference = method - baseline on the same seeds (same subset, initialization and batch order), "
-             "with a 95% percentile-bootstrap interval over seeds and the exact two-sided sign test.", "",
-             "| cell | method | chosen setting | of | accuracy | difference [95% bootstrap] | wins-losses | sign-test p |",
+             f"Difference = method - baseline on the same seeds (same subset, initialization and batch order), {PAIRED_NOTE}.", "",
+             "| cell | method | chosen setting | of | accuracy | difference [95% t] | wins-losses | p |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         p = row.paired
-        diff = (str(p), f"{p.wins}-{p.losses}", f"{p.p:.3f}") if p else ("(baseline)", "", "")
+        diff = (str(p), f"{p.wins}-{p.losses}", _p(p.p)) if p else ("(baseline)", "", "")
         lines.append(f"| {row.cell} | {row.family} | {row.setting} | {row.chosen_from} | {row.result} | " + " | ".join(diff) + " |")
     return lines
 
 
-def against_table(baseline: str, metric: str, rows: list[tuple[str, Summary, Paired]]) -> list[str]:
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+
+
+def claimed(groups: dict[str, list[dict[str, Any]]], baseline: str, table: str | None, metric: str) -> dict[str, float]:
+    """Per setting, the difference to ``baseline`` that the paper's ``table`` reports for its cell
+    (its "max" figure for max_test_acc, its "mean" figure, the last 10% of epochs, otherwise)."""
+    if table is None:
+        return {}
+    figure = "max" if metric == "max_test_acc" else "mean"
+    base = groups[baseline][0]["config"]
+    claims = {setting: paper_difference(table, runs[0]["config"], base, figure)
+              for setting, runs in groups.items() if setting != baseline}
+    return {setting: claim for setting, claim in claims.items() if claim is not None}
+
+
+def against_table(baseline: str, metric: str, rows: list[tuple[str, Summary, Paired]],
+                  claims: dict[str, float] | None = None) -> list[str]:
+    claims = claims or {}
     lines = [f"## Every setting paired against {baseline} ({metric})", "",
-             "Difference = setting - baseline on the seeds both finished, with a 95% percentile-bootstrap interval "
-             "and the exact two-sided sign test.", "",
-             "| setting | seeds | accuracy | difference [95% bootstrap] | wins-losses | sign-test p |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {setting} | {p.n} | {result} | {p} | {p.wins}-{p.losses} | {p.p:.3f} |" for setting, result, p in rows]
+             f"Difference = setting - baseline on the seeds both finished, {PAIRED_NOTE}. Paper: the difference the "
+             "paper's table reports for the setting's cell; p (>= paper): the one-sided paired t test of H0 \"the "
+             "true difference is at least the paper's\" (small p: the paper's difference is rejected). Detects: the "
+             "smallest gain that the one-sided 5% paired t test of \"no gain\" detects with 80% power at this n and spread.", "",
+             "| setting | seeds | accuracy | difference [95% t] | wins-losses | p | paper | p (>= paper) | detects |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for setting, result, p in rows:
+        claim = claims.get(setting)
+        versus = (f"{claim:+.2f}", _p(p.p_below(claim))) if claim is not None else ("", "")
+        lines.append(f"| {setting} | {p.n} | {result} | {p} | {p.wins}-{p.losses} | {_p(p.p)} | "
+                     f"{versus[0]} | {versus[1]} | {p.detectable():.2f} |")
     return lines
 
 
@@ -240,11 +271,11 @@ def paired_csv(paired: dict[str, list[Comparison]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["protocol", "cell", "method", "setting", "chosen_from", "trials", "mean", "ci95",
-                     "diff_mean", "diff_low", "diff_high", "wins", "losses", "sign_p"])
+                     "diff_mean", "diff_sd", "diff_low", "diff_high", "wins", "losses", "t_p"])
     for protocol, rows in paired.items():
         for r in rows:
             p = r.paired
-            extra = [f"{p.mean:.4f}", f"{p.low:.4f}", f"{p.high:.4f}", p.wins, p.losses, f"{p.p:.4f}"] if p else [""] * 6
+            extra = [f"{p.mean:.4f}", f"{p.sd:.4f}", f"{p.low:.4f}", f"{p.high:.4f}", p.wins, p.losses, f"{p.p:.4f}"] if p else [""] * 7
             writer.writerow([protocol, r.cell, r.family, r.setting, r.chosen_from, r.result.n, f"{r.result.mean:.4f}",
                              f"{r.result.ci95:.4f}", *extra])
     return buffer.getvalue()
