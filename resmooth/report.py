@@ -27,6 +27,7 @@ from .paper import TABLES, cell_label, paper_cell, paper_difference
 from .runfiles import atomic_write, read_jsonl
 from .stats import Paired, Summary, paired_difference, summarize_values
 from .sweep import _fmt, load_sweep
+from .train import Config
 
 
 METRICS = ("max_test_acc", "last10_mean_test_acc", "final_test_acc", "final_val_acc")
@@ -36,10 +37,16 @@ DEAD_MARGIN = 5.0
 
 
 def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """The finished runs' summaries under ``folder``, grouped by setting."""
+    """The finished runs' summaries under ``folder``, grouped by setting.
+
+    Each config is completed with the defaults of the fields its summary predates (as the run had
+    them), so that runs of one setting compare alike whichever version of the trainer wrote them.
+    """
     groups: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(Path(folder).glob("*/seed-*/summary.json")):
-        groups.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+        summary = json.loads(path.read_text())
+        summary["config"] = Config.from_dict(summary["config"]).to_dict()
+        groups.setdefault(path.parent.parent.name, []).append(summary)
     return groups
 
 
@@ -81,8 +88,9 @@ def against(groups: dict[str, list[dict[str, Any]]], baseline: str, metric: str)
 def report(folder: str | Path, *, write: bool = True) -> str:
     """Aggregate a sweep's folder into Markdown (returned) and, with ``write``, report.md and report.csv.
 
-    One row per setting: mean ± 95% t-interval over trials of each metric. Where the sweep names
-    a paper table, a second table puts the paper's cells beside ours, each cell taking the best
+    One row per setting: mean ± 95% t-interval over trials of each metric. The comparisons that
+    follow take the settings with all the sweep's trials only (the others are named as in
+    progress). Where the sweep names a paper table, a second table puts the paper's cells beside ours, each cell taking the best
     of our settings that map to it (by mean "max", as the paper chose on its test set).
 
     The folder's sweep.toml (which :func:`resmooth.sweep.run_sweep` copies there) says what its
@@ -116,18 +124,25 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     lines.append("|---|---:|---:|" + "---:|" * len(metrics))
     for row in rows:
         lines.append(f"| {row['setting']} | {row['trials']} | {row['dead']} | " + " | ".join(str(row[m]) for m in metrics) + " |")
+    # The comparisons pair complete settings only: a setting still running would be chosen, or paired,
+    # on the seeds it happens to have.
+    complete = {setting: runs for setting, runs in groups.items() if sweep is None or len(runs) >= sweep.trials}
+    running = sorted(set(groups) - set(complete))
+    if running:
+        lines += ["", f"In progress (fewer than {sweep.trials} trials, left out of the comparisons below): "
+                  + ", ".join(running) + "."]
     if sweep is not None and sweep.paper_table:
-        comparison = paper_comparison(sweep.paper_table, groups)
+        comparison = paper_comparison(sweep.paper_table, complete)
         lines += ["", *comparison] if comparison else []
-    paired = {protocol: compare(groups, protocol) for protocol in PROTOCOLS}
+    paired = {protocol: compare(complete, protocol) for protocol in PROTOCOLS}
     paired = {protocol: rows for protocol, rows in paired.items() if rows}
     for protocol, rows in paired.items():
         lines += ["", *paired_table(protocol, rows)]
-    if sweep is not None and sweep.baseline in groups:
+    if sweep is not None and sweep.baseline in complete:
         for protocol, (_, metric) in PROTOCOLS.items():
-            if all(metric in r for runs in groups.values() for r in runs):
-                claims = claimed(groups, sweep.baseline, sweep.paper_table, metric)
-                lines += ["", *against_table(sweep.baseline, metric, against(groups, sweep.baseline, metric), claims)]
+            if all(metric in r for runs in complete.values() for r in runs):
+                claims = claimed(complete, sweep.baseline, sweep.paper_table, metric)
+                lines += ["", *against_table(sweep.baseline, metric, against(complete, sweep.baseline, metric), claims)]
     text = "\n".join(lines) + "\n"
     if write:
         atomic_write(folder / "report.md", lambda p: p.write_text(text))

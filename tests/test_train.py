@@ -357,6 +357,19 @@ def test_a_budget_cut_keeps_every_seed_and_the_named_baseline_is_paired_with_eac
     (max_paired,) = [p for s, _, p in against(groups, "method=sgd", "max_test_acc")]
     assert f"| +0.53 | {max_paired.p_below(0.53):.3f} | {max_paired.detectable():.2f} |" in row
     assert claimed(groups, "method=sgd", "table1", "max_test_acc") == {"method=resmooth": pytest.approx(0.53)}
+    # A summary written before a config field existed (activation) reads as the run had it, at its default:
+    # the report is the same.
+    old = out / "method=sgd" / "seed-0" / "summary.json"
+    values = json.loads(old.read_text())
+    del values["config"]["activation"]
+    old.write_text(json.dumps(values))
+    assert report(out, write=False) == text
+    # A setting with fewer seeds than the sweep's trials is listed as in progress and paired with nothing.
+    (out / "method=resmooth" / "seed-1" / "summary.json").unlink()
+    partial = report(out, write=False)
+    assert "In progress (fewer than 2 trials, left out of the comparisons below): method=resmooth." in partial
+    assert "| method=resmooth | 1 |" in partial and "| method=resmooth | 1 | " not in partial.split("In progress")[1]
+    assert "## Every setting paired against method=sgd" in partial and "resmooth-full" not in partial.split("In progress")[1]
     epochs, losses = learning_curves(out, "method=sgd", "train_loss")
     assert epochs == [1] and len(losses) == 2 and losses[0] != losses[1]  # two seeds, two runs
     with pytest.raises(ValueError, match="settings must be"):
