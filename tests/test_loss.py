@@ -98,7 +98,7 @@ def test_grid_operator_diffuses_each_channel_over_space():
     # that keep dt * s <= 1 / (2 ndim).
     steps = math.ceil(2.0 * 0.5 * 2 * 2)
     r = heat_diffuse((z - target).abs(), 0.25, 2.0, ndim=2, steps=steps)
-    torch.testing.assert_close(loss(z, target), r.square().sum((1, 2, 3)))
+    torch.testing.assert_close(loss(z, target), r.square().sum(1))  # per pixel, as torch's "none"
 
 
 def test_segmentation_targets_of_class_indices():
@@ -112,9 +112,10 @@ def test_segmentation_targets_of_class_indices():
 def test_global_operator_on_a_dense_output_flattens_it():
     z = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     target = torch.rand(2, 3, 4, 4, dtype=torch.float64)
-    dense = ResidualSmoothingLoss(operator="global", activation="sigmoid")(z, target, 0.5)
-    flat = ResidualSmoothingLoss(activation="sigmoid")(z.flatten(1), target.flatten(1), 0.5)
-    torch.testing.assert_close(dense, flat)
+    per_pixel = ResidualSmoothingLoss(operator="global", activation="sigmoid", reduction="none")(z, target, 0.5)
+    flat = ResidualSmoothingLoss(activation="sigmoid", reduction="none")(z.flatten(1), target.flatten(1), 0.5)
+    assert per_pixel.shape == (2, 4, 4)  # torch's "none": a loss per element of the non-class dims
+    torch.testing.assert_close(per_pixel.flatten(1).sum(1), flat)
 
 
 @settings(max_examples=20, deadline=None)
@@ -332,8 +333,11 @@ def test_bad_calls_name_the_argument():
             loss(z, y, t)
         with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
             loss(z, y, torch.tensor(t))
-    with pytest.raises(ValueError, match="M = 2"):
-        ResidualSmoothingLoss(activation="sigmoid")(torch.randn(4, 1), torch.rand(4, 1), 0.5)
+    # One logit: the advice given (two logits and softmax) must work.
+    for activation in ("sigmoid", "softmax"):
+        with pytest.raises(ValueError, match=r"output two logits, \(N, 2\), with activation='softmax'"):
+            ResidualSmoothingLoss(activation=activation)(torch.randn(4, 1), torch.rand(4, 1), 0.5)
+    assert torch.isfinite(ResidualSmoothingLoss(activation="softmax")(torch.randn(4, 2), torch.randint(0, 2, (4,)), 0.5))
     with pytest.raises(ValueError, match=r"target of class indices must have shape \(4,\)"):
         loss(z, y[:3], 0.5)
     with pytest.raises(ValueError, match=r"target must have the input's shape \(4, 10\)"):
