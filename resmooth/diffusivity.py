@@ -1,5 +1,7 @@
 """The diffusivity map: a sigmoid of the residual, scaled over training (Eq. 10, 15, 17, 19).
 
+Equation numbers are those of Cho, Kwon and Hong (2019), arXiv:1907.09750.
+
 Three schemes (the book's appendix, Conventions and notation: the diffusivity schemes):
 
 ========  ==================================  ===================
@@ -80,7 +82,8 @@ class DiffusivityMap:
                          "parameters that it does not read must keep their defaults", SCHEMES)
     distribution: str = option("laplace", "the annealing density of the scale s(t), laplace (Eq. 14) or logistic "
                                "(Eq. 13)", DISTRIBUTIONS)
-    mu: float = option(0.75, "where the annealing scale s(t) peaks, as a fraction of training")
+    mu: float = option(0.75, "where the annealing scale s(t) peaks, as a fraction of training; outside [0, 1] the "
+                       "peak lies outside the run, and s(t) only rises (mu > 1) or only falls (mu < 0)")
     b: float = option(0.5, "the scale b > 0 of the annealing density, in units of training progress "
                       "(s(t) = exp(-|t - mu| / b) for laplace; larger is flatter)")
     alpha: float = option(1.0, "the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized residual "

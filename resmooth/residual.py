@@ -1,5 +1,7 @@
 """The residual and its per-sample normalization (Eq. 9, 18, 20).
 
+Equation numbers are those of Cho, Kwon and Hong (2019), arXiv:1907.09750.
+
 ``d_i = |phi(z_i) - y_i|`` element-wise, with ``phi`` the output activation and ``y_i`` the
 target (one-hot for class indices). Normalization is per sample, over all its elements.
 """
