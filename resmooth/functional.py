@@ -86,7 +86,7 @@ def residual_smoothing_loss(
         raise ValueError(f"progress (training progress in [0, 1]) is required by scheme={scheme!r}")
     scale = as_scale(kappa_map, None if progress is None else as_progress(progress, validate_args))
     diff, keep = masked_difference(input, target, activation, ignore_index, validate_args)
-    g, _ = smoothed_squares(diff, kappa_map, scale, resolve_operator(operator, diff, tau), tau)
+    g, _ = smoothed_squares(without_ignored(diff, keep), kappa_map, scale, resolve_operator(operator, diff, tau), tau)
     return reduce(g, keep, reduction)
 
 
@@ -117,8 +117,8 @@ def as_scale(kappa_map: DiffusivityMap, t: Tensor | None) -> Tensor:
 def masked_difference(
     input: Tensor, target: Tensor, activation: str, ignore_index: int, validate_args: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """``phi(z) - y`` (the signed residual of Eq. 9), 0 at the ignored elements, and the mask
-    (N, *spatial) of the elements kept (None for a float target, which ignores nothing)."""
+    """``phi(z) - y`` (the signed residual of Eq. 9) and the mask (N, *spatial) of the elements
+    kept (None for a float target, which ignores nothing); an ignored element's one-hot is class 0."""
     check_int("ignore_index", ignore_index)
     # Half-precision logits (autocast) are upcast: the squared residuals of a confident
     # network are far below bf16's resolution around 1.
@@ -134,9 +134,18 @@ def masked_difference(
                 f"target holds class indices outside [0, {num_classes - 1}] (input has {num_classes} classes along "
                 f"dim 1) that are not ignore_index={ignore_index}"
             )
-    # The ignored elements take class 0 for the one-hot, and then a residual of 0.
-    diff = difference(input, target.masked_fill(~keep, 0), activation, validate_args=False)
-    return torch.where(keep.unsqueeze(1), diff, 0.0), keep
+    # The ignored elements take class 0 for the one-hot; reduce() drops their losses, and
+    # without_ignored() their residuals where the smoothing would spread them.
+    return difference(input, target.masked_fill(~keep, 0), activation, validate_args=False), keep
+
+
+def without_ignored(diff: Tensor, keep: Tensor | None) -> Tensor:
+    """``diff`` with a residual of 0 at the ignored elements, for an operator that mixes the
+    elements of a sample's non-class dims (dense input). On (N, M) input a sample is smoothed on
+    its own, and reduce() dropping its loss leaves it out whole: no pass over (N, M) is needed."""
+    if keep is None or diff.ndim == 2:
+        return diff
+    return torch.where(keep.unsqueeze(1), diff, 0.0)
 
 
 def reduce(g: Tensor, keep: Tensor | None, reduction: str) -> Tensor:

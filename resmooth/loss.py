@@ -34,6 +34,7 @@ from .functional import (
     reduce,
     resolve_operator,
     smoothed_squares,
+    without_ignored,
     squared_error_loss,
 )
 from .residual import ACTIVATIONS
@@ -150,10 +151,11 @@ class ResidualSmoothingLoss(_ResidualLoss):
     ``operator="global"`` on a dense output treats its C x spatial elements as one vector.
 
 """ + _TARGETS + """
-    An ignored element's residual is taken as 0, as if it were predicted exactly: it still
-    counts in its sample's normalization (Eq. 18), and under the grid operator the heat flow
-    runs through it, so that its neighbours' residuals spread into it (lowering their own smoothed
-    residuals near a void region) while its own loss is dropped.
+    On (N, M) input an ignored sample is left out whole. On a dense output an ignored element's
+    residual is taken as 0, as if it were predicted exactly: it still counts in its sample's
+    normalization (Eq. 18), and under the grid operator the heat flow runs through it, so that
+    its neighbours' residuals spread into it (lowering their own smoothed residuals near a void
+    region) while its own loss is dropped.
 
     kappa is computed from the detached residual and held constant in back-propagation (paper
     Sec. 5): the gradient is that of ``||W d||^2`` with the smoothing layer W fixed at its value,
@@ -282,7 +284,8 @@ class ResidualSmoothingLoss(_ResidualLoss):
         """
         scale = self.scale(progress)
         diff, keep = self._difference(input, target)
-        g, kappa = smoothed_squares(diff, self.diffusivity, scale, resolve_operator(self.operator, diff, self.tau), self.tau)
+        operator = resolve_operator(self.operator, diff, self.tau)
+        g, kappa = smoothed_squares(without_ignored(diff, keep), self.diffusivity, scale, operator, self.tau)
         self.last_scale = scale
         self.last_kappa = kappa
         return reduce(g, keep, self.reduction)

@@ -556,6 +556,12 @@ def test_ignore_index_leaves_the_elements_out():
         assert (per_pixel[:, :2] == 0).all() and (per_pixel[:, 2:] > 0).all()
         criterion.reduction = "mean"
         torch.testing.assert_close(criterion(z, labels), per_pixel[:, 2:].mean())
+    # The documented diffusion around a void: its residual is 0, and the heat flows through it.
+    smoothing = ResidualSmoothingLoss("local", alpha=0.0, s=0.5, reduction="none", ignore_index=255)
+    one_hot = F.one_hot(labels.masked_fill(labels == 255, 0), 3).movedim(-1, 1).double()
+    d = torch.where((labels != 255).unsqueeze(1), (torch.softmax(z, 1) - one_hot).abs(), 0.0)
+    r = heat_diffuse(d, 0.25, 1.0, ndim=2, steps=math.ceil(0.5 * 2 * 2))
+    torch.testing.assert_close(smoothing(z, labels), torch.where(labels != 255, r.square().sum(1), 0.0))
     # The squared error of a void pixel has no gradient; the smoothing's does, through its neighbours.
     (grad,) = torch.autograd.grad(SquaredErrorLoss(ignore_index=255)(z, labels), z)
     assert (grad[:, :, :2] == 0).all()
