@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_int, check_progress, check_real, reads_back
+from ._checks import check_choice, check_floating, check_int, check_progress, check_real, reads_back
 from .diffusion import GlobalSmoothedNorm, explicit_euler, graph_laplacian, stable_steps
 from .diffusivity import DEFAULTS, DiffusivityMap
 from .residual import ACTIVATIONS, difference
@@ -120,9 +120,10 @@ def masked_difference(
     """``phi(z) - y`` (the signed residual of Eq. 9) and the mask (N, *spatial) of the elements
     kept (None for a float target, which ignores nothing); an ignored element's one-hot is class 0."""
     check_int("ignore_index", ignore_index)
+    check_floating("input", input)
     # Half-precision logits (autocast) are upcast: the squared residuals of a confident
     # network are far below bf16's resolution around 1.
-    if isinstance(input, Tensor) and input.dtype in (torch.float16, torch.bfloat16):
+    if input.dtype in (torch.float16, torch.bfloat16):
         input = input.float()
     if not isinstance(target, Tensor) or target.is_floating_point():
         return difference(input, target, activation, validate_args), None

@@ -567,6 +567,8 @@ def test_ignore_index_leaves_the_elements_out():
     assert (grad[:, :, :2] == 0).all()
     with pytest.raises(ValueError, match="outside \\[0, 2\\].*not ignore_index=255"):
         SquaredErrorLoss(ignore_index=255)(z, labels.masked_fill(labels == 255, 254))
+    with pytest.raises(TypeError, match="input must be a torch.Tensor; got list"):
+        SquaredErrorLoss()([[0.0, 1.0]], torch.tensor([1]))
     with pytest.raises(TypeError, match="ignore_index must be an integer"):
         SquaredErrorLoss(ignore_index=None)
 
