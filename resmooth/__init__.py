@@ -2,15 +2,21 @@
 
 The public names of the library, re-exported from the module named after each idea. The
 conventions they follow are fixed in the book's appendix, Conventions and notation.
+
+``resmooth.residual`` and ``resmooth.diffusivity`` are modules (``import resmooth.diffusivity as
+d; d.DiffusivityMap``) that, called, are their functions of the same name
+(``resmooth.residual(z, y)``, ``resmooth.diffusivity(d, t)``).
 """
 
 from importlib.metadata import version
 
+from . import diffusivity, functional, residual
 from .annealing import annealing_scale
 from .diffusion import heat_diffuse, laplacian, smooth_residual, smoothing_matrix
-from .diffusivity import DiffusivityMap, diffusivity, scaled_sigmoid
-from .loss import ResidualSmoothingLoss, SquaredErrorLoss, squared_error_loss
-from .residual import normalize_residual, residual
+from .diffusivity import DiffusivityMap, scaled_sigmoid
+from .functional import residual_smoothing_loss, squared_error_loss
+from .loss import ResidualSmoothingLoss, SquaredErrorLoss
+from .residual import normalize_residual
 
 # One version, pyproject.toml's, read from the installed package's metadata.
 __version__ = version("resmooth")
@@ -25,6 +31,7 @@ __all__ = [
     "laplacian",
     "normalize_residual",
     "residual",
+    "residual_smoothing_loss",
     "scaled_sigmoid",
     "smooth_residual",
     "smoothing_matrix",

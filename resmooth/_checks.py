@@ -40,12 +40,25 @@ def check_real(name: str, value: object, *, minimum: float | None = None, strict
     return value
 
 
+def reads_back(validate_args: bool = True) -> bool:
+    """Whether to run the checks of tensor values, which read them back from the device.
+
+    Not while torch.compile traces: a read-back there is a data-dependent branch that breaks
+    the graph (``fullgraph=True`` fails on it), so the compiled code runs unchecked, as with
+    ``validate_args=False``; the same call run eagerly is checked.
+    """
+    return validate_args and not torch.compiler.is_compiling()
+
+
 def check_progress(name: str, t: float | Tensor) -> float | Tensor:
-    """Training progress: a number or a tensor with every value in [0, 1]."""
+    """Training progress: a number or a tensor with every value in [0, 1].
+
+    A tensor's values are not checked while torch.compile traces (:func:`reads_back`).
+    """
     if isinstance(t, Tensor):
         if not t.is_floating_point():
             t = t.to(torch.get_default_dtype())
-        if t.numel() and not bool(((t >= 0) & (t <= 1)).all()):
+        if t.numel() and reads_back() and not bool(((t >= 0) & (t <= 1)).all()):
             raise ValueError(f"{name} must lie in [0, 1] (a fraction of training); got values outside it")
         return t
     t = check_real(name, t)

@@ -1,5 +1,7 @@
 """Annealing of the diffusivity's scale over training (Eq. 13, 14, 16, 21).
 
+Equation numbers are those of Cho, Kwon and Hong (2019), arXiv:1907.09750.
+
 The paper draws the scale ``s^t`` from a probability density centred at ``mu`` and rescales it
 to peak at 1 (its Figure 2). ``t`` is training progress in [0, 1]: iterations done over total
 iterations (the book's appendix, Conventions and notation: annealing).
@@ -29,7 +31,9 @@ def annealing_scale(
 
     Args:
         t: training progress in [0, 1], a number or a tensor.
-        mu: where the scale peaks (the paper: 75% of training).
+        mu: where the scale peaks (the paper: 75% of training). Any real number: outside [0, 1]
+            the peak lies outside training, and the scale only rises (``mu > 1``, it ends at
+            ``s(1) < 1``) or only falls (``mu < 0``) over the run.
         b: the density's scale, > 0; larger is flatter.
         distribution: ``"laplace"`` or ``"logistic"``.
 

@@ -153,7 +153,13 @@ def load_run_data(config: DenseConfig, *, download: bool = False) -> DeviceData:
 
 class DenseObjective(nn.Module):
     """The training loss of ``config.loss`` on logits (N, C, H, W) and the task's target;
-    :meth:`step`, once per optimizer step, advances the smoothing's progress over ``total_steps``."""
+    :meth:`step`, once per optimizer step, advances the smoothing's progress over ``total_steps``.
+
+    The study's objective is fixed here, not by the criteria's default reduction: per image, the
+    sum over its channels and pixels of the (smoothed) squared residual, averaged over the batch.
+    The criteria give the loss per pixel (``reduction="none"``), whose ``"mean"`` would also
+    average over the pixels and so scale the loss, and with Adam the steps, by 1 / (H W).
+    """
 
     def __init__(self, config: DenseConfig, total_steps: int) -> None:
         super().__init__()
@@ -161,21 +167,19 @@ class DenseObjective(nn.Module):
         if config.diffusivity is not None:
             self.criterion: nn.Module = ResidualSmoothingLoss(
                 **dataclasses.asdict(config.diffusivity), activation=config.activation,
-                operator="global" if config.loss == "resmooth-graph" else "grid", tau=config.tau, total_steps=total_steps)
+                operator="global" if config.loss == "resmooth-graph" else "grid", tau=config.tau, reduction="none",
+                total_steps=total_steps)
         else:
-            self.criterion = SquaredErrorLoss(activation=config.activation)
+            self.criterion = SquaredErrorLoss(activation=config.activation, reduction="none")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if isinstance(self.criterion, ResidualSmoothingLoss):
-            return self.criterion(logits, target)
-        loss = self.criterion(logits, target)
+        loss = self.criterion(logits, target).flatten(1).sum(dim=1).mean()
         if self.config.loss == "total-variation":
             loss = loss + self.config.tv_weight * total_variation(prediction(logits, self.config.task)).mean()
         return loss
 
     def step(self) -> None:
-        if isinstance(self.criterion, ResidualSmoothingLoss):
-            self.criterion.step()
+        self.criterion.step()  # the squared error's does nothing
 
 
 def prediction(logits: Tensor, task: str) -> Tensor:

@@ -1,5 +1,7 @@
 """Explicit heat steps on a grid and on the complete graph (Eq. 8 and Eq. 22).
 
+Equation numbers are those of Cho, Kwon and Hong (2019), arXiv:1907.09750.
+
 The paper smooths the residual with the heat equation ``du/dtau = kappa * Laplacian(u)``
 (Eq. 8). On a grid (images, maps) the Laplacian is the finite-difference stencil with a
 zero-flux (Neumann) boundary. For class outputs there is no grid, and the paper's smoothing

@@ -1,5 +1,7 @@
 """The diffusivity map: a sigmoid of the residual, scaled over training (Eq. 10, 15, 17, 19).
 
+Equation numbers are those of Cho, Kwon and Hong (2019), arXiv:1907.09750.
+
 Three schemes (the book's appendix, Conventions and notation: the diffusivity schemes):
 
 ========  ==================================  ===================
@@ -19,6 +21,7 @@ once, by :class:`DiffusivityMap`, which the loss and the trainers' configs share
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -27,6 +30,7 @@ import torch
 
 from ._checks import check_choice, check_floating, check_progress, check_real
 from ._fields import option
+from ._modules import CallableModule
 from .annealing import DISTRIBUTIONS, annealing_curve
 from .residual import scaled_normalized
 
@@ -78,7 +82,8 @@ class DiffusivityMap:
                          "parameters that it does not read must keep their defaults", SCHEMES)
     distribution: str = option("laplace", "the annealing density of the scale s(t), laplace (Eq. 14) or logistic "
                                "(Eq. 13)", DISTRIBUTIONS)
-    mu: float = option(0.75, "where the annealing scale s(t) peaks, as a fraction of training")
+    mu: float = option(0.75, "where the annealing scale s(t) peaks, as a fraction of training; outside [0, 1] the "
+                       "peak lies outside the run, and s(t) only rises (mu > 1) or only falls (mu < 0)")
     b: float = option(0.5, "the scale b > 0 of the annealing density, in units of training progress "
                       "(s(t) = exp(-|t - mu| / b) for laplace; larger is flatter)")
     alpha: float = option(1.0, "the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized residual "
@@ -178,3 +183,7 @@ def diffusivity(
     kappa_map = DiffusivityMap(scheme, distribution, mu, b, alpha, s)
     kappa = kappa_map.kappa(d.detach(), kappa_map.scale(None if t is None else check_progress("t", t)))
     return kappa.expand_as(d) if isinstance(kappa, Tensor) else torch.full_like(d, kappa)
+
+
+# The package exported the function diffusivity under this module's name: the module, called, is the function.
+sys.modules[__name__].__class__ = CallableModule

@@ -1,15 +1,20 @@
 """The residual and its per-sample normalization (Eq. 9, 18, 20).
 
+Equation numbers are those of Cho, Kwon and Hong (2019), arXiv:1907.09750.
+
 ``d_i = |phi(z_i) - y_i|`` element-wise, with ``phi`` the output activation and ``y_i`` the
 target (one-hot for class indices). Normalization is per sample, over all its elements.
 """
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_floating
+from ._checks import check_choice, check_floating, reads_back
+from ._modules import CallableModule
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 NORMALIZE_EPS = 1e-8
@@ -31,11 +36,19 @@ def dense_target(target: Tensor, input: Tensor, validate_args: bool = True) -> T
     Class indices, shaped like ``input`` without dim 1 ((N,) for (N, M) input, ``(N, *spatial)``
     for ``(N, C, *spatial)`` input), become one-hot along dim 1. A floating target must already
     have the input's shape. ``validate_args=False`` skips the check that the indices lie in
-    [0, M - 1], which reads back from the device.
+    [0, M - 1], which reads back from the device (skipped while torch.compile traces, see
+    :func:`~resmooth._checks.reads_back`).
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+    expected = input.shape[:1] + input.shape[2:]
     if target.is_floating_point():
+        if target.shape != input.shape and target.shape == expected:
+            raise TypeError(
+                f"target of shape {tuple(target.shape)} holds floats ({target.dtype}): class indices must have an "
+                f"integer dtype (target.long()), and float targets (soft labels) must have the input's shape "
+                f"{tuple(input.shape)}"
+            )
         if target.shape != input.shape:
             raise ValueError(
                 f"target must have the input's shape {tuple(input.shape)} when it is dense; "
@@ -44,14 +57,13 @@ def dense_target(target: Tensor, input: Tensor, validate_args: bool = True) -> T
         return target.to(input.dtype)
     if target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target must hold class indices (an integer dtype) or floats; got {target.dtype}")
-    expected = input.shape[:1] + input.shape[2:]
     if target.shape != expected:
         raise ValueError(
             f"target of class indices must have shape {tuple(expected)} for input of shape "
             f"{tuple(input.shape)}; got {tuple(target.shape)}"
         )
     num_classes = input.shape[1]
-    if validate_args and target.numel() and bool(((target < 0) | (target >= num_classes)).any()):
+    if target.numel() and reads_back(validate_args) and bool(((target < 0) | (target >= num_classes)).any()):
         raise ValueError(
             f"target holds class indices outside [0, {num_classes - 1}] "
             f"(input has {num_classes} classes along dim 1)"
@@ -69,9 +81,13 @@ def difference(input: Tensor, target: Tensor, activation: str = "softmax", valid
     if input.ndim < 2:
         raise ValueError(f"input must be (N, M) or (N, C, *spatial); got shape {tuple(input.shape)}")
     if activation == "softmax" and input.shape[1] == 1:
+        # The advice must work where it is given: one class output cannot be smoothed between
+        # classes (Eq. 22 divides by M - 1), while a one-channel map can be smoothed over space.
+        advice = ("for a binary task output two logits, (N, 2), with activation='softmax' (a sigmoid of their "
+                  "difference)" if input.ndim == 2 else "use activation='sigmoid' or 'identity' for one-channel outputs")
         raise ValueError(
             "activation='softmax' over a single channel is 1 everywhere (the loss is constant and its "
-            "gradient 0); use activation='sigmoid' or 'identity' for one-channel outputs"
+            f"gradient 0); {advice}"
         )
     y = dense_target(target, input, validate_args)
     return activate(input, activation) - y
@@ -112,3 +128,7 @@ def scaled_normalized(d: Tensor, gain: float) -> Tensor:
     # vector_norm is one fused reduction (measured 4x faster than vecdot on the CPU).
     std = torch.linalg.vector_norm(centred, dim=1, keepdim=True).mul_(flat.shape[1] ** -0.5)
     return centred.mul_(gain / (std + NORMALIZE_EPS)).view_as(d)
+
+
+# The package exported the function residual under this module's name: the module, called, is the function.
+sys.modules[__name__].__class__ = CallableModule

@@ -364,9 +364,11 @@ def train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        # A checkpoint from before the schedule was saved holds whole epochs: its count follows.
+        # A checkpoint from before the schedule was saved holds whole epochs: its count follows
+        # (the schedule's length is the run's, which the state then need not say).
         done = torch.tensor(checkpoint["epoch"] * steps_per_epoch)
-        objective.load_state_dict(checkpoint.get("objective") or {k: done for k in objective.state_dict()})
+        objective.load_state_dict(checkpoint.get("objective")
+                                  or {k: done for k in objective.state_dict() if k.endswith("steps_done")})
         generator.set_state(checkpoint["generator"])
         metrics, start_epoch = checkpoint["metrics"], checkpoint["epoch"]
     step_model = torch.compile(model) if config.compile else model

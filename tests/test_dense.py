@@ -303,3 +303,36 @@ def test_image_grid_lays_out_columns_and_refuses_ragged_ones():
     assert fig.axes[0].images[0].get_clim() == (0, 1)
     with pytest.raises(ValueError, match="same, non-zero number of images"):
         image_grid({"a": [torch.zeros(2, 2)], "b": []})
+
+
+# The epoch losses of a short run of every objective, computed before the criteria's "mean"
+# changed to torch's convention (issue 22: the mean over pixels too). The study keeps its own
+# objective (DenseObjective: the per-image sum averaged over images), so its runs do not move.
+LOSSES_BEFORE_TORCH_REDUCTIONS = {
+    ("denoise", "squared-error"): [111.56874084472656, 106.52171325683594],
+    ("denoise", "total-variation"): [112.73698425292969, 107.63656616210938],
+    ("denoise", "resmooth-global"): [107.8018569946289, 100.34880065917969],
+    ("denoise", "resmooth-local"): [96.58116912841797, 90.78489685058594],
+    ("denoise", "resmooth-full"): [104.08404541015625, 92.89813995361328],
+    ("denoise", "resmooth-graph"): [101.84010314941406, 83.17318725585938],
+    ("segment", "squared-error"): [403.7218017578125, 389.69805908203125],
+    ("segment", "total-variation"): [405.505126953125, 391.4564208984375],
+    ("segment", "resmooth-global"): [390.15411376953125, 372.79290771484375],
+    ("segment", "resmooth-local"): [341.903076171875, 325.93621826171875],
+    ("segment", "resmooth-full"): [369.45556640625, 331.7722473144531],
+    ("segment", "resmooth-graph"): [376.2161865234375, 321.3948974609375],
+}
+
+
+def test_a_short_dense_run_gives_the_losses_of_before(one_thread):
+    data = synthetic_data(32, 8)
+    for (task, loss), before in LOSSES_BEFORE_TORCH_REDUCTIONS.items():
+        config = DenseConfig(task=task, loss=loss, epochs=2, batch_size=16, width=4, eval_batch_size=8)
+        summary, _ = train_dense(config, quiet=True, data=data)
+        if task == "denoise":
+            # One channel: the per-image sum adds the same numbers in the same order as before.
+            assert summary["train_loss"] == before, (task, loss)
+        else:
+            # Two channels: the criterion sums them per pixel before the objective sums the pixels,
+            # an order of float32 additions that may round the epoch's mean 1 or 2 ulps apart.
+            assert summary["train_loss"] == pytest.approx(before, rel=2**-22, abs=0), (task, loss)

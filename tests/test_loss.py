@@ -98,7 +98,7 @@ def test_grid_operator_diffuses_each_channel_over_space():
     # that keep dt * s <= 1 / (2 ndim).
     steps = math.ceil(2.0 * 0.5 * 2 * 2)
     r = heat_diffuse((z - target).abs(), 0.25, 2.0, ndim=2, steps=steps)
-    torch.testing.assert_close(loss(z, target), r.square().sum((1, 2, 3)))
+    torch.testing.assert_close(loss(z, target), r.square().sum(1))  # per pixel, as torch's "none"
 
 
 def test_segmentation_targets_of_class_indices():
@@ -112,9 +112,10 @@ def test_segmentation_targets_of_class_indices():
 def test_global_operator_on_a_dense_output_flattens_it():
     z = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     target = torch.rand(2, 3, 4, 4, dtype=torch.float64)
-    dense = ResidualSmoothingLoss(operator="global", activation="sigmoid")(z, target, 0.5)
-    flat = ResidualSmoothingLoss(activation="sigmoid")(z.flatten(1), target.flatten(1), 0.5)
-    torch.testing.assert_close(dense, flat)
+    per_pixel = ResidualSmoothingLoss(operator="global", activation="sigmoid", reduction="none")(z, target, 0.5)
+    flat = ResidualSmoothingLoss(activation="sigmoid", reduction="none")(z.flatten(1), target.flatten(1), 0.5)
+    assert per_pixel.shape == (2, 4, 4)  # torch's "none": a loss per element of the non-class dims
+    torch.testing.assert_close(per_pixel.flatten(1).sum(1), flat)
 
 
 @settings(max_examples=20, deadline=None)
@@ -332,8 +333,11 @@ def test_bad_calls_name_the_argument():
             loss(z, y, t)
         with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
             loss(z, y, torch.tensor(t))
-    with pytest.raises(ValueError, match="M = 2"):
-        ResidualSmoothingLoss(activation="sigmoid")(torch.randn(4, 1), torch.rand(4, 1), 0.5)
+    # One logit: the advice given (two logits and softmax) must work.
+    for activation in ("sigmoid", "softmax"):
+        with pytest.raises(ValueError, match=r"output two logits, \(N, 2\), with activation='softmax'"):
+            ResidualSmoothingLoss(activation=activation)(torch.randn(4, 1), torch.rand(4, 1), 0.5)
+    assert torch.isfinite(ResidualSmoothingLoss(activation="softmax")(torch.randn(4, 2), torch.randint(0, 2, (4,)), 0.5))
     with pytest.raises(ValueError, match=r"target of class indices must have shape \(4,\)"):
         loss(z, y[:3], 0.5)
     with pytest.raises(ValueError, match=r"target must have the input's shape \(4, 10\)"):
@@ -403,3 +407,271 @@ def test_cuda_bf16_autocast_backward():
         out = ResidualSmoothingLoss()(model(x), y, 0.5)
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(model.weight.grad).all()
+
+
+# Issue 22, item 1: the submodules are reachable, and the functions of their names still work.
+
+
+def test_the_submodules_are_reachable_and_called_are_their_functions():
+    import resmooth
+    import resmooth.diffusivity as diffusivity_module
+    import resmooth.residual as residual_module
+    from resmooth.loss import squared_error_loss as old_path
+
+    assert diffusivity_module.DiffusivityMap is DiffusivityMap
+    assert residual_module.normalize_residual is resmooth.normalize_residual
+    z, y = torch.randn(4, 5, dtype=torch.float64), torch.randint(0, 5, (4,))
+    d = resmooth.residual(z, y)
+    torch.testing.assert_close(d, residual_module.residual(z, y), rtol=0, atol=0)
+    torch.testing.assert_close(resmooth.diffusivity(d, 0.3), diffusivity_module.diffusivity(d, 0.3), rtol=0, atol=0)
+    assert old_path is resmooth.functional.squared_error_loss is resmooth.squared_error_loss
+    for name in resmooth.__all__:
+        assert callable(getattr(resmooth, name)), name
+
+
+# Item 2: torch.compile with the default arguments.
+
+
+def test_compiled_with_the_default_arguments_runs_and_a_number_progress_is_a_tensor():
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 10, (8,), generator=g)
+    eager, criterion = ResidualSmoothingLoss(total_steps=4), ResidualSmoothingLoss(total_steps=4)
+    backend, calls = _count_compilations()
+    # validate_args=True (the default): its read-backs would break the graph; compiling skips them.
+    compiled = torch.compile(criterion, fullgraph=True, backend=backend)
+    for _ in range(3):
+        z = torch.randn(8, 10, generator=g)
+        torch.testing.assert_close(compiled(z, target), eager(z, target))
+        criterion.step()
+        eager.step()
+    assert len(calls) == 1
+    # A number progress works at every value (it becomes a tensor: one more graph at the second value).
+    for t in (0.2, 0.4, 0.9):
+        z = torch.randn(8, 10, generator=g)
+        torch.testing.assert_close(compiled(z, target, progress=t), eager(z, target, progress=t))
+    assert len(calls) <= 3
+    # The functional squared error compiles whole too, and its eager check can be switched off.
+    compiled_se = torch.compile(squared_error_loss, fullgraph=True, backend=backend)
+    torch.testing.assert_close(compiled_se(z, target), squared_error_loss(z, target))
+    bad = torch.tensor([0, 1, 2, 3, 4, 5, 6, 10])
+    with pytest.raises(ValueError, match=r"outside \[0, 9\]"):
+        squared_error_loss(z, bad)
+    assert torch.isfinite(squared_error_loss(z, bad.clamp(max=9), validate_args=False))
+
+
+# Item 3: the schedule's length is in its state.
+
+
+def _saved(criterion):
+    buffer = io.BytesIO()
+    torch.save(criterion.state_dict(), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_the_state_holds_total_steps_and_a_mismatch_is_refused():
+    run = ResidualSmoothingLoss(total_steps=120)
+    for _ in range(60):
+        run.step()
+    state = _saved(run)
+    assert int(state["total_steps"]) == 120 and int(state["steps_done"]) == 60
+    longer = ResidualSmoothingLoss(total_steps=240)
+    with pytest.raises(RuntimeError, match="schedule of total_steps=120 at step 60, but this criterion has total_steps=240"):
+        longer.load_state_dict(state)
+    assert int(longer.steps_done) == 0  # nothing loaded
+    with pytest.raises(RuntimeError, match="scheme='local' reads no progress.*construct it with total_steps=120"):
+        ResidualSmoothingLoss(scheme="local").load_state_dict(state)
+    same = ResidualSmoothingLoss(total_steps=120)
+    same.load_state_dict(state)
+    assert float(same.progress()) == 0.5
+    # Without a schedule the state holds no length, and loads into another criterion without one.
+    ResidualSmoothingLoss(scheme="local").load_state_dict(_saved(ResidualSmoothingLoss(scheme="local")))
+
+
+def test_a_state_saved_before_total_steps_still_loads():
+    older = {"steps_done": torch.tensor(7)}
+    criterion = ResidualSmoothingLoss(total_steps=10)
+    criterion.load_state_dict(older)
+    assert int(criterion.steps_done) == 7
+    with pytest.raises(RuntimeError, match="steps_done=7 of a schedule, but this criterion has none"):
+        ResidualSmoothingLoss().load_state_dict(older)
+
+
+def test_the_trainers_checkpoints_of_before_still_load():
+    from resmooth.train import Config, Objective
+
+    objective = Objective(Config(method="resmooth"), total_steps=10)
+    for _ in range(3):
+        objective.step()
+    state = objective.state_dict()
+    assert int(state["smoothing.total_steps"]) == 10
+    del state["smoothing.total_steps"]  # a checkpoint written before the length was saved
+    resumed = Objective(Config(method="resmooth"), total_steps=10)
+    resumed.load_state_dict(state)
+    assert int(resumed.smoothing.steps_done) == 3
+
+
+# Item 4: torch's reductions, ignore_index, the functional form, step() on both criteria.
+
+
+@pytest.mark.parametrize("criterion", [ResidualSmoothingLoss(scheme="local"), SquaredErrorLoss()], ids=["resmooth", "se"])
+@pytest.mark.parametrize("shape", [(4, 5), (3, 4, 6), (2, 3, 5, 4)])
+def test_reductions_follow_torch(criterion, shape):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(shape, generator=g, dtype=torch.float64)
+    y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=g)
+    criterion.reduction = "none"
+    none = criterion(z, y)
+    assert none.shape == y.shape == F.cross_entropy(z, y, reduction="none").shape
+    criterion.reduction = "mean"
+    torch.testing.assert_close(criterion(z, y), none.mean())
+    criterion.reduction = "sum"
+    torch.testing.assert_close(criterion(z, y), none.sum())
+    if isinstance(criterion, SquaredErrorLoss):
+        one_hot = F.one_hot(y, shape[1]).movedim(-1, 1).double()
+        torch.testing.assert_close(none, (torch.softmax(z, 1) - one_hot).square().sum(1))
+
+
+def test_ignore_index_leaves_the_elements_out():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(6, 7, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 7, (6,), generator=g)
+    ignored = y.clone()
+    ignored[[1, 4]] = -100  # torch's default ignore_index
+    keep = ignored != -100
+    for criterion in (ResidualSmoothingLoss(), SquaredErrorLoss()):
+        args = (0.4,) if isinstance(criterion, ResidualSmoothingLoss) else ()
+        # Per sample, the global operator: an ignored sample is as if it were not in the batch.
+        torch.testing.assert_close(criterion(z, ignored, *args), criterion(z[keep], y[keep], *args))
+        criterion.reduction = "none"
+        assert (criterion(z, ignored, *args)[~keep] == 0).all()
+    # Segmentation's void label 255: the mean runs over the labelled pixels only.
+    z = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 6, 6), generator=g)
+    labels[:, :2] = 255
+    for criterion in (ResidualSmoothingLoss(total_steps=4, ignore_index=255), SquaredErrorLoss(ignore_index=255)):
+        criterion.reduction = "none"
+        per_pixel = criterion(z, labels)
+        assert (per_pixel[:, :2] == 0).all() and (per_pixel[:, 2:] > 0).all()
+        criterion.reduction = "mean"
+        torch.testing.assert_close(criterion(z, labels), per_pixel[:, 2:].mean())
+    # The documented diffusion around a void: its residual is 0, and the heat flows through it.
+    smoothing = ResidualSmoothingLoss("local", alpha=0.0, s=0.5, reduction="none", ignore_index=255)
+    one_hot = F.one_hot(labels.masked_fill(labels == 255, 0), 3).movedim(-1, 1).double()
+    d = torch.where((labels != 255).unsqueeze(1), (torch.softmax(z, 1) - one_hot).abs(), 0.0)
+    r = heat_diffuse(d, 0.25, 1.0, ndim=2, steps=math.ceil(0.5 * 2 * 2))
+    torch.testing.assert_close(smoothing(z, labels), torch.where(labels != 255, r.square().sum(1), 0.0))
+    # The squared error of a void pixel has no gradient; the smoothing's does, through its neighbours.
+    (grad,) = torch.autograd.grad(SquaredErrorLoss(ignore_index=255)(z, labels), z)
+    assert (grad[:, :, :2] == 0).all()
+    with pytest.raises(ValueError, match="outside \\[0, 2\\].*not ignore_index=255"):
+        SquaredErrorLoss(ignore_index=255)(z, labels.masked_fill(labels == 255, 254))
+    with pytest.raises(TypeError, match="input must be a torch.Tensor; got list"):
+        SquaredErrorLoss()([[0.0, 1.0]], torch.tensor([1]))
+    with pytest.raises(TypeError, match="ignore_index must be an integer"):
+        SquaredErrorLoss(ignore_index=None)
+
+
+@pytest.mark.parametrize("kwargs", [dict(scheme="full"), dict(scheme="global", operator="global"),
+                                    dict(scheme="local", s=0.7, alpha=2.0), dict(scheme="full", tau=2.0)])
+def test_the_functional_form_is_the_criterion(kwargs):
+    from resmooth.functional import residual_smoothing_loss
+
+    g = torch.Generator().manual_seed(4)
+    for shape in ((5, 6), (2, 3, 6, 6)):
+        if shape == (5, 6) and kwargs.get("tau"):
+            continue
+        z = torch.randn(shape, generator=g, dtype=torch.float64)
+        y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=g)
+        for reduction in ("mean", "none"):
+            expected = ResidualSmoothingLoss(**kwargs, reduction=reduction)(z, y, progress=0.3)
+            got = residual_smoothing_loss(z, y, None if kwargs["scheme"] == "local" else 0.3, **kwargs, reduction=reduction)
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="progress \\(training progress in \\[0, 1\\]\\) is required by scheme='full'"):
+        residual_smoothing_loss(z, y, None)
+
+
+def test_either_criterion_steps_in_the_same_loop():
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    for criterion in (SquaredErrorLoss(), ResidualSmoothingLoss(total_steps=3)):
+        for _ in range(3):
+            criterion(z, y)
+            assert criterion.step() is None
+    assert int(criterion.steps_done) == 3
+
+
+# Item 5: what the docstrings promise.
+
+
+def test_a_float_target_of_the_class_indices_shape_is_told_to_be_integers():
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    for criterion in (ResidualSmoothingLoss(total_steps=2), SquaredErrorLoss()):
+        with pytest.raises(TypeError, match=r"class indices must have an integer dtype \(target.long\(\)\), and float "
+                                            r"targets \(soft labels\) must have the input's shape \(4, 10\)"):
+            criterion(z, y.float())
+        assert torch.isfinite(criterion(z, y.float().long()))
+
+
+def test_the_docstrings_cite_the_paper_and_document_forward():
+    import resmooth.functional
+
+    for obj in (ResidualSmoothingLoss, resmooth.functional):
+        assert "arXiv:1907.09750" in obj.__doc__
+    for criterion in (ResidualSmoothingLoss, SquaredErrorLoss):
+        assert "class indices" in criterion.forward.__doc__ and "class indices" in criterion.__doc__
+    assert "progress" in ResidualSmoothingLoss.forward.__doc__
+
+
+def test_gradcheck_of_the_full_scheme_fails_by_design_and_the_documented_check_passes():
+    from resmooth import residual, smoothing_matrix
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (3,), generator=g)
+    criterion = ResidualSmoothingLoss("full")
+    # kappa is detached: finite differences move it, the analytic gradient does not.
+    assert not torch.autograd.gradcheck(lambda x: criterion(x, y, 0.6), (z,), raise_exception=False)
+    # The docstring's check: autograd through the dense layer of Eq. 22 at the same kappa.
+    (grad,) = torch.autograd.grad(criterion(z, y, 0.6), z)
+    kappa = criterion.last_kappa
+    d = residual(z, y)
+    dense = (smoothing_matrix(kappa) @ d.unsqueeze(-1)).square().sum() / len(z)
+    (expected,) = torch.autograd.grad(dense, z)
+    torch.testing.assert_close(grad, expected)
+    # The global scheme's kappa does not depend on the input: gradcheck passes there.
+    assert torch.autograd.gradcheck(lambda x: ResidualSmoothingLoss("global")(x, y, 0.6), (z,))
+
+
+# Item 9: repr, mu outside [0, 1], one type for the scale and kappa.
+
+
+def test_repr_shows_only_what_the_scheme_reads():
+    assert "alpha=" not in repr(ResidualSmoothingLoss("global")) and " s=" not in repr(ResidualSmoothingLoss("global"))
+    local = repr(ResidualSmoothingLoss("local", s=0.5))
+    assert "s=0.5" in local and all(f"{name}=" not in local for name in ("mu", "distribution", " b"))
+    assert "tau=" not in repr(ResidualSmoothingLoss(operator="global"))
+    assert "tau=2.0" in repr(ResidualSmoothingLoss(tau=2.0))
+
+
+def test_a_peak_outside_training_makes_the_scale_monotonic():
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    late = ResidualSmoothingLoss(mu=2.0)  # the peak after the end: the scale only rises
+    early = ResidualSmoothingLoss(mu=-5.0)  # before the start: it only falls
+    rising = torch.stack([late.scale(float(x)) for x in t])
+    falling = torch.stack([early.scale(float(x)) for x in t])
+    assert (rising.diff() > 0).all() and rising.max() < 1
+    assert (falling.diff() < 0).all() and falling.max() < 1
+    torch.testing.assert_close(rising, torch.exp(-(2.0 - t) / 0.5))
+
+
+@pytest.mark.parametrize("scheme", ["global", "local", "full"])
+def test_scale_and_kappa_are_tensors_whatever_the_progress(scheme):
+    z, y = torch.randn(4, 6), torch.randint(0, 6, (4,))
+    criterion = ResidualSmoothingLoss(scheme, total_steps=4)
+    for progress in (None, 0.5, torch.tensor(0.5)):
+        criterion(z, y, progress)
+        assert isinstance(criterion.scale(progress), torch.Tensor) and criterion.scale(progress).ndim == 0
+        assert isinstance(criterion.last_scale, torch.Tensor) and criterion.last_scale.ndim == 0
+        assert isinstance(criterion.last_kappa, torch.Tensor) and criterion.last_kappa.shape == z.shape
+        assert isinstance(criterion.mean_kappa, float)
