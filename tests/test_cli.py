@@ -27,12 +27,13 @@ def test_every_option_has_help(name):
 
 def test_the_train_options_say_what_they_are():
     train = {a.dest: a for a in subcommand("train")._actions}
-    assert tuple(train["method"].choices) == METHODS and len(METHODS) == 7
+    assert tuple(train["method"].choices) == METHODS and len(METHODS) == 9
     assert "annealing" in train["b"].help
     assert "$RESMOOTH_DATA" in train["data_root"].help
     assert train["download"].help and subcommand("sweep")._option_string_actions["--download"].help
     text = subcommand("train").format_help()
-    assert "{sgd,sgd-ce,label-smoothing,adam,adagrad,resmooth,adaptive-wd}" in text
+    assert "{sgd,sgd-ce,label-smoothing,label-smoothing-se,adam,adagrad,resmooth,sgd-rescaled,adaptive-wd}" in text
+    assert "{softmax,sigmoid,identity}" in text  # --activation
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--method", "sgd-momentum"])
 
@@ -45,5 +46,5 @@ def test_the_smoothing_options_are_the_diffusivity_maps():
     train = {a.dest: a for a in subcommand("train")._actions}
     for field in dataclasses.fields(DiffusivityMap):
         assert train[field.name].default == field.default
-        assert train[field.name].help.startswith("resmooth: " + field.metadata["help"])
+        assert train[field.name].help.startswith("resmooth, sgd-rescaled: " + field.metadata["help"])
     assert tuple(train["scheme"].choices) == ("global", "local", "full")

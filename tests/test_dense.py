@@ -329,10 +329,7 @@ def test_a_short_dense_run_gives_the_losses_of_before(one_thread):
     for (task, loss), before in LOSSES_BEFORE_TORCH_REDUCTIONS.items():
         config = DenseConfig(task=task, loss=loss, epochs=2, batch_size=16, width=4, eval_batch_size=8)
         summary, _ = train_dense(config, quiet=True, data=data)
-        if task == "denoise":
-            # One channel: the per-image sum adds the same numbers in the same order as before.
-            assert summary["train_loss"] == before, (task, loss)
-        else:
-            # Two channels: the criterion sums them per pixel before the objective sums the pixels,
-            # an order of float32 additions that may round the epoch's mean 1 or 2 ulps apart.
-            assert summary["train_loss"] == pytest.approx(before, rel=2**-22, abs=0), (task, loss)
+        # The numbers were recorded on one CPU; the convolution kernels differ in their last digits
+        # from one instruction set to another (the Makefile tests on another path than the native
+        # one). A change of reduction would move them by orders of magnitude (784 pixels).
+        assert summary["train_loss"] == pytest.approx(before, rel=1e-5), (task, loss)
