@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,book,ray,integrations]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,test,book,ray,integrations]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -44,7 +44,7 @@ nbval: $(STAMP)
 # Rebuilds the book first when a chapter, the configuration or the library is newer than the
 # build, and installs Debian's chromium (apt-get, as root) when it is missing.
 CHROMIUM    ?= /usr/bin/chromium
-BOOK_INPUTS := _config.yml _toc.yml $(wildcard book/* book/*/* resmooth/*.py resmooth/*/*.py)
+BOOK_INPUTS := _config.yml _toc.yml $(wildcard book/* book/*/* resmooth/*.py resmooth/*/*.py resmooth/*/*/*.py)
 
 browser: $(STAMP) _build/html/searchindex.js $(CHROMIUM)
 	RESMOOTH_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -p no:cacheprovider --confcutdir=tests/browser tests/browser

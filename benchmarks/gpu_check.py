@@ -22,10 +22,10 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 
-from resmooth.data import DeviceData
+from resmooth.lab.data import DeviceData
 from resmooth.loss import SquaredErrorLoss
-from resmooth.models import build_model
-from resmooth.train import Config, make_optimizer, train
+from resmooth.lab.models import build_model
+from resmooth.lab.train import Config, make_optimizer, train
 
 N_TRAIN, N_TEST = 50_000, 10_000
 

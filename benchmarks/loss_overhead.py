@@ -29,7 +29,7 @@ from _timing import compare  # noqa: E402
 import resmooth  # noqa: E402
 from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, smoothing_matrix  # noqa: E402
 from resmooth.diffusivity import diffusivity  # noqa: E402
-from resmooth.models import build_model  # noqa: E402
+from resmooth.lab.models import build_model  # noqa: E402
 
 
 SHAPES = [(128, 10), (128, 100), (1024, 1000)]

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from resmooth.sweep import load_sweep
+from resmooth.lab.sweep import load_sweep
 
 FIELDS_OF_A_PROBE = {"epochs": 3, "lr_drop": 1.0, "eval_every": 1000}
 
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("sweep", nargs="?", default="experiments/fashion-mnist-resnet20.toml")
     parser.add_argument("--data-root", help="default: $RESMOOTH_DATA")
     args = parser.parse_args()
-    from resmooth.train import Config
+    from resmooth.lab.train import Config
 
     sweep = load_sweep(args.sweep)
     setting = {**sweep.settings[0], "seed": sweep.first_seed}

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from resmooth.data import DeviceData, batches, resolve_root
+from resmooth.lab.data import DeviceData, batches, resolve_root
 from resmooth.loss import ResidualSmoothingLoss
-from resmooth.models import build_model
-from resmooth.train import Config, make_optimizer, train
+from resmooth.lab.models import build_model
+from resmooth.lab.train import Config, make_optimizer, train
 
 
 def fake_data(n_train: int, n_test: int, seed: int = 0) -> DeviceData:
@@ -73,8 +73,8 @@ def trainer_images_per_second(data: DeviceData, config: Config) -> float:
 
 MEMORY_CHILD = """
 import resource, sys
-from resmooth.train import Config, train
-from resmooth.data import load_data
+from resmooth.lab.train import Config, train
+from resmooth.lab.data import load_data
 sys.path.insert(0, {bench!r})
 from trainer_throughput import fake_data
 try:

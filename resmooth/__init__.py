@@ -6,6 +6,9 @@ conventions they follow are fixed in the book's appendix, Conventions and notati
 ``resmooth.residual`` and ``resmooth.diffusivity`` are modules (``import resmooth.diffusivity as
 d; d.DiffusivityMap``) that, called, are their functions of the same name
 (``resmooth.residual(z, y)``, ``resmooth.diffusivity(d, t)``).
+
+This package is the loss and needs torch alone. The trainer, data, models and studies that the
+book runs are :mod:`resmooth.lab`, which needs the ``train`` extra (``pip install 'resmooth[train]'``).
 """
 
 from importlib.metadata import version

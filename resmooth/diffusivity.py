@@ -66,8 +66,8 @@ class DiffusivityMap:
     """The diffusivity map kappa's hyperparameters (Eq. 10, 13-19), checked once, with their defaults.
 
     The one definition that :func:`diffusivity`, :class:`~resmooth.loss.ResidualSmoothingLoss`
-    and the trainers' configs (:class:`~resmooth.train.Config`,
-    :class:`~resmooth.dense.DenseConfig`) share: each field's help is the command line's.
+    and the trainers' configs (:class:`~resmooth.lab.train.Config`,
+    :class:`~resmooth.lab.dense.DenseConfig`) share: each field's help is the command line's.
 
     A hyperparameter that the scheme does not read must keep its default (``alpha`` under
     ``"global"``, which may also be the 0 that the scheme fixes; ``s`` outside ``"local"``;

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from resmooth.__main__ import build_parser
-from resmooth.train import METHODS
+from resmooth.lab.cli import build_parser
+from resmooth.lab.train import METHODS
 
 
 def subcommand(name: str) -> argparse.ArgumentParser:

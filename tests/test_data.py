@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fake_datasets import TV, write_cifar, write_fmnist, write_svhn
-from resmooth.data import (
+from resmooth.lab.data import (
     DATASETS,
     DatasetChecksumError,
     DatasetNotFoundError,

@@ -8,15 +8,15 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from fake_datasets import write_fmnist
-from resmooth.data import DeviceData
+from resmooth.lab.data import DeviceData
 from resmooth.__main__ import main
-from resmooth.dense import LOSSES, DenseConfig, DenseObjective, collect_dense, train_dense
-from resmooth.images import corrupt, intersection_union, psnr, silhouette, ssim, total_variation
-from resmooth.models.autoencoder import ConvAutoencoder
-from resmooth.report import report
-from resmooth.runfiles import RunExistsError
-from resmooth.sweep import load_sweep, run_sweep
-from resmooth.train import NonFiniteLossError
+from resmooth.lab.dense import LOSSES, DenseConfig, DenseObjective, collect_dense, train_dense
+from resmooth.lab.images import corrupt, intersection_union, psnr, silhouette, ssim, total_variation
+from resmooth.lab.models.autoencoder import ConvAutoencoder
+from resmooth.lab.report import report
+from resmooth.lab.runfiles import RunExistsError
+from resmooth.lab.sweep import load_sweep, run_sweep
+from resmooth.lab.train import NonFiniteLossError
 
 F64 = torch.float64
 
@@ -164,7 +164,7 @@ def test_denoising_learns_and_the_run_is_not_overwritten(tmp_path, one_thread):
 
 @pytest.mark.parametrize("loss", ["resmooth-full", "total-variation"])
 def test_a_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch, one_thread, loss):
-    import resmooth.dense as dense
+    import resmooth.lab.dense as dense
 
     data = synthetic_data(64, 16)
     config = DenseConfig(loss=loss, epochs=3, batch_size=16, width=4, eval_batch_size=16)
@@ -296,7 +296,7 @@ def test_image_grid_lays_out_columns_and_refuses_ragged_ones():
     import matplotlib
 
     matplotlib.use("Agg")
-    from resmooth.plotting import image_grid
+    from resmooth.lab.plotting import image_grid
 
     fig = image_grid({"input": [torch.zeros(4, 4)] * 3, "kappa": [torch.ones(4, 4)] * 3}, ranges={"input": (0, 1)})
     assert len(fig.axes) == 6 and [ax.get_title() for ax in fig.axes[:2]] == ["input", "kappa"]

@@ -499,7 +499,7 @@ def test_a_state_saved_before_total_steps_still_loads():
 
 
 def test_the_trainers_checkpoints_of_before_still_load():
-    from resmooth.train import Config, Objective
+    from resmooth.lab.train import Config, Objective
 
     objective = Objective(Config(method="resmooth"), total_steps=10)
     for _ in range(3):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from resmooth import heat_diffuse, laplacian
-from resmooth.data import augment_batch, batches
-from resmooth.models import MODELS, DenseNetBC, ResNet, build_model, count_parameters
-from resmooth.models.autoencoder import ConvAutoencoder
-from resmooth.sweep import Sweep
+from resmooth.lab.data import augment_batch, batches
+from resmooth.lab.models import MODELS, DenseNetBC, ResNet, build_model, count_parameters
+from resmooth.lab.models.autoencoder import ConvAutoencoder
+from resmooth.lab.sweep import Sweep
 
 
 def resnet_parameters(n: int, num_classes: int, in_channels: int, w: int = 16) -> int:

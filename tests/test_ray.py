@@ -12,9 +12,9 @@ import torch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'resmooth[ray]')")
 
-from resmooth.cluster import trial_folder  # noqa: E402
-from resmooth.report import collect, report  # noqa: E402
-from resmooth.sweep import run_sweep  # noqa: E402
+from resmooth.lab.cluster import trial_folder  # noqa: E402
+from resmooth.lab.report import collect, report  # noqa: E402
+from resmooth.lab.sweep import run_sweep  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -35,8 +35,8 @@ method = ["resmooth"]
 
 def test_a_missing_cluster_is_named(tmp_path):
     # First in the file: no cluster is up in this process yet.
-    from resmooth.cluster import run_on_ray
-    from resmooth.train import Config
+    from resmooth.lab.cluster import run_on_ray
+    from resmooth.lab.train import Config
 
     assert not ray.is_initialized()
     with pytest.raises(ConnectionError, match="could not reach the Ray cluster at 'ray://127.0.0.1:1'"):

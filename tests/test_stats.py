@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from resmooth.stats import (paired_difference, selection_gain, sign_test, summarize_values, t_cdf, t_power,
+from resmooth.lab.stats import (paired_difference, selection_gain, sign_test, summarize_values, t_cdf, t_power,
                             t_quantile)
 
 scipy_stats = pytest.importorskip("scipy.stats")  # the independent reference (the test extra installs it)

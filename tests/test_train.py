@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from resmooth.report import against, at_chance, claimed, collect, learning_curves, report
-from resmooth.sweep import load_sweep, run_sweep
-from resmooth.runfiles import RunExistsError, read_jsonl, write_jsonl
+from resmooth.lab.report import against, at_chance, claimed, collect, learning_curves, report
+from resmooth.lab.sweep import load_sweep, run_sweep
+from resmooth.lab.runfiles import RunExistsError, read_jsonl, write_jsonl
 from resmooth.loss import ResidualSmoothingLoss, SquaredErrorLoss
-from resmooth.train import METHODS, Config, NonFiniteLossError, Objective, load_run_data, train
+from resmooth.lab.train import METHODS, Config, NonFiniteLossError, Objective, load_run_data, train
 
 # The real data only through $RESMOOTH_DATA (the Makefile sets it); unset, the test that needs it skips.
 DATA_ROOT = os.environ.get("RESMOOTH_DATA")
@@ -111,7 +111,7 @@ def test_sparse_evaluation_covers_the_final_window_and_changes_nothing_else():
 def test_a_checkpoint_without_the_schedule_resumes_to_the_same_run(tmp_path, monkeypatch):
     # Checkpoints written before the progress schedule was saved in them hold no "objective":
     # resuming one counts the schedule's steps from the epochs done.
-    import resmooth.train as trainer
+    import resmooth.lab.train as trainer
 
     config = Config(**{**TINY, "model": "resnet8-w8"}, epochs=3, method="resmooth")
     train(config, tmp_path / "whole", quiet=True)
@@ -424,7 +424,7 @@ def test_fashion_mnist_from_the_command_line(tmp_path):
 def test_the_ray_executor_without_ray_says_what_to_install(tmp_path, monkeypatch):
     import sys
 
-    from resmooth.cluster import run_on_ray
+    from resmooth.lab.cluster import run_on_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'resmooth\[ray\]'"):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_choice, check_real
+from .._checks import check_choice, check_real
 
 NOISES = ("gaussian", "salt-pepper")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_int
+from ..._checks import check_int
 
 WIDTH = 16  # channels of the first stage in He et al.'s CIFAR ResNets
 

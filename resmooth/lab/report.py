@@ -6,9 +6,9 @@ per cell and method, the setting each protocol chooses (:data:`PROTOCOLS`: the p
 test set, or the clean one, on a validation split), paired seed by seed against the chosen
 baseline; and, when the sweep names a ``baseline`` setting, every setting paired against it, with
 the one-sided test against the difference the paper reports and the smallest gain each comparison
-detects (:class:`resmooth.stats.Paired`).
+detects (:class:`resmooth.lab.stats.Paired`).
 A dense sweep's folder (``kind = "dense"`` in its sweep.toml) gets the dense table instead
-(:func:`resmooth.dense.dense_report`). :func:`learning_curves` reads the per-epoch records of a
+(:func:`resmooth.lab.dense.dense_report`). :func:`learning_curves` reads the per-epoch records of a
 setting's seeds.
 """
 
@@ -93,8 +93,8 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     progress). Where the sweep names a paper table, a second table puts the paper's cells beside ours, each cell taking the best
     of our settings that map to it (by mean "max", as the paper chose on its test set).
 
-    The folder's sweep.toml (which :func:`resmooth.sweep.run_sweep` copies there) says what its
-    runs are: a dense sweep's folder is reported by :func:`resmooth.dense.dense_report`.
+    The folder's sweep.toml (which :func:`resmooth.lab.sweep.run_sweep` copies there) says what its
+    runs are: a dense sweep's folder is reported by :func:`resmooth.lab.dense.dense_report`.
     """
     folder = Path(folder)
     sweep_file = folder / "sweep.toml"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_int
+from ..._checks import check_int
 from .resnet import he_init
 
 NUM_BLOCKS = 3

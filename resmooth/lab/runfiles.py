@@ -1,7 +1,7 @@
 """A run's files: written atomically, never overwritten by mistake, with the environment they came from.
 
-Shared by every runner (:mod:`resmooth.train`, :mod:`resmooth.dense`, :mod:`resmooth.sweep`,
-:mod:`resmooth.cluster`): a file is written to a temporary name and renamed into place, so a
+Shared by every runner (:mod:`resmooth.lab.train`, :mod:`resmooth.lab.dense`, :mod:`resmooth.lab.sweep`,
+:mod:`resmooth.lab.cluster`): a file is written to a temporary name and renamed into place, so a
 reader (or a run killed mid-write) never sees half of it.
 """
 
@@ -68,7 +68,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def environment(device: torch.device) -> dict[str, str]:
     """What a run's summary records of where it ran: the device, the versions, the threads."""
-    from . import __version__
+    from .. import __version__
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {"device_name": name, "torch_version": torch.__version__, "resmooth_version": __version__,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .._checks import check_choice, check_int
+from ..._checks import check_choice, check_int
 from .densenet import DenseNetBC, densenet_bc_100
 from .resnet import ResNet, resnet8, resnet8_narrow, resnet20, resnet32, resnet44, resnet56, resnet110
 

@@ -28,7 +28,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from ._checks import check_choice, check_int, check_real
+from .._checks import check_choice, check_int, check_real
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Grids of configs times trials, from a TOML file, run locally or on Ray (:mod:`resmooth.report` aggregates them).
+"""Grids of configs times trials, from a TOML file, run locally or on Ray (:mod:`resmooth.lab.report` aggregates them).
 
 A sweep file (read with ``tomllib``: data only, never code)::
 
@@ -17,9 +17,9 @@ A sweep file (read with ``tomllib``: data only, never code)::
     method = ["resmooth"]
     b = [0.1, 0.5]
 
-A classification run is a :class:`resmooth.train.Config` trained by :func:`resmooth.train.train`;
-a dense one (chapter 10) a :class:`resmooth.dense.DenseConfig` trained by
-:func:`resmooth.dense.train_dense`. Each run lands in ``OUT/<setting>/seed-<k>/`` with the files
+A classification run is a :class:`resmooth.lab.train.Config` trained by :func:`resmooth.lab.train.train`;
+a dense one (chapter 10) a :class:`resmooth.lab.dense.DenseConfig` trained by
+:func:`resmooth.lab.dense.train_dense`. Each run lands in ``OUT/<setting>/seed-<k>/`` with the files
 of its trainer; a run whose summary.json exists is skipped, so a sweep can be stopped and started
 again, and a run stopped part way resumes from its checkpoint.
 """
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from . import dense, train
-from ._checks import check_choice, check_int
+from .._checks import check_choice, check_int
 from .paper import TABLES
 from .runfiles import RunExistsError, atomic_write
 
@@ -109,8 +109,8 @@ class Sweep:
                              f"got {self.baseline!r}")
 
     def config(self, values: dict[str, Any]) -> Any:
-        """The config of one run: a :class:`~resmooth.train.Config` or, in a dense sweep, a
-        :class:`~resmooth.dense.DenseConfig`; unknown fields fail, naming them."""
+        """The config of one run: a :class:`~resmooth.lab.train.Config` or, in a dense sweep, a
+        :class:`~resmooth.lab.dense.DenseConfig`; unknown fields fail, naming them."""
         return KINDS[self.kind].config.from_dict(values)
 
     def setting_names(self) -> list[str]:
@@ -137,8 +137,8 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file: unknown keys and bad fields fail here, naming the field.
 
     The file's ``kind`` says what its runs are, and so which config its fields are checked against:
-    ``"classification"`` (the default, :class:`~resmooth.train.Config`) or ``"dense"``
-    (:class:`~resmooth.dense.DenseConfig`).
+    ``"classification"`` (the default, :class:`~resmooth.lab.train.Config`) or ``"dense"``
+    (:class:`~resmooth.lab.dense.DenseConfig`).
     """
     with open(path, "rb") as f:
         raw = tomllib.load(f)
@@ -164,7 +164,7 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     drops settings from the end of the file's list (its priority order), never seeds.
     ``download`` fetches a dataset whose files are missing (the local executor).
     ``executor="ray"`` runs each trial of a classification sweep as a Ray task (see
-    :func:`resmooth.cluster.run_on_ray`, which takes ``ray_options``: address, cpus_per_trial,
+    :func:`resmooth.lab.cluster.run_on_ray`, which takes ``ray_options``: address, cpus_per_trial,
     gpus_per_trial, max_retries, shared_fs).
 
     Raises:
@@ -239,7 +239,7 @@ def _check_finished(folder: Path, config: Any) -> None:
 
 def _log_invocation(out: Path, sweep: Sweep, todo: int, executor: str) -> None:
     """Append who ran what, where and with which versions to ``out/invocations.jsonl``."""
-    from . import __version__
+    from .. import __version__
 
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sweep": sweep.name, "argv": sys.argv, "executor": executor,

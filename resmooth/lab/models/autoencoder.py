@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .._checks import check_int
+from ..._checks import check_int
 
 
 def _block(layer: nn.Module, channels: int) -> nn.Sequential:

@@ -1,13 +1,13 @@
 """Dense outputs on real images: denoising and segmenting Fashion-MNIST with a small autoencoder.
 
 The paper proposes its smoothing for outputs with a spatial domain (Sec. 1) but shows none; this
-module trains :class:`~resmooth.models.autoencoder.ConvAutoencoder` on two such tasks, each with
+module trains :class:`~resmooth.lab.models.autoencoder.ConvAutoencoder` on two such tasks, each with
 one of five objectives, and measures the test set (book, chapter 10):
 
-- ``denoise``: the input is a clean image plus noise (:func:`resmooth.images.corrupt`), the
+- ``denoise``: the input is a clean image plus noise (:func:`resmooth.lab.images.corrupt`), the
   output an intensity map through a sigmoid, the target the clean image; PSNR and SSIM.
 - ``segment``: the input is a noisy image, the output two class maps through a softmax, the
-  target the garment's silhouette (:func:`resmooth.images.silhouette`); foreground IoU.
+  target the garment's silhouette (:func:`resmooth.lab.images.silhouette`); foreground IoU.
 
 Objectives (``loss``): ``squared-error`` (per pixel, summed per image); ``resmooth-global``,
 ``resmooth-local``, ``resmooth-full``: :class:`~resmooth.loss.ResidualSmoothingLoss` with the
@@ -22,8 +22,8 @@ picks the training subset, the initialization, the batch order and the noise, th
 objective: differences between objectives are paired by seed.
 
 A run with an output folder writes a checkpoint after every epoch and resumes from it, through
-:mod:`resmooth.runfiles` as the trainer's runs do. A study of dense runs is a sweep file with
-``kind = "dense"`` (:mod:`resmooth.sweep`; chapter 10's is ``experiments/dense-study.toml``), run
+:mod:`resmooth.lab.runfiles` as the trainer's runs do. A study of dense runs is a sweep file with
+``kind = "dense"`` (:mod:`resmooth.lab.sweep`; chapter 10's is ``experiments/dense-study.toml``), run
 and resumed as any sweep; :func:`dense_report` makes its table.
 """
 
@@ -40,12 +40,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_int, check_real
-from ._fields import from_values, inherited, option
+from .._checks import check_choice, check_int, check_real
+from .._fields import from_values, inherited, option
 from .data import DeviceData, batches, load_data
-from .diffusivity import DiffusivityMap, refuse_unused
+from ..diffusivity import DiffusivityMap, refuse_unused
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
-from .loss import DIFFUSION_TIME, ResidualSmoothingLoss, SquaredErrorLoss
+from ..loss import DIFFUSION_TIME, ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
 from .stats import paired_difference, summarize_values
 from .runfiles import CHECKPOINT, atomic_write, environment, open_run, write_json
@@ -65,7 +65,7 @@ class DenseConfig:
 
     The smoothing fields (``distribution`` to ``s``) are those of
     :class:`~resmooth.diffusivity.DiffusivityMap`, the scheme the one that ``loss`` names. As in
-    :class:`~resmooth.train.Config`, a field that the run would ignore must keep its default:
+    :class:`~resmooth.lab.train.Config`, a field that the run would ignore must keep its default:
     the smoothing fields and ``tau`` under a loss without smoothing, those that the scheme does
     not read, and ``tau`` under ``resmooth-graph`` (the global operator has no diffusion time).
     """
@@ -234,9 +234,9 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
     schedule and the random state), so that ``resume=True`` after a kill continues to the same
     result as a run that never stopped, and ``out/summary.json`` at the end; both atomically, and
     a run already there is not overwritten unless ``overwrite=True``
-    (:func:`resmooth.runfiles.open_run`).
+    (:func:`resmooth.lab.runfiles.open_run`).
 
-    ``data`` is a :class:`~resmooth.data.DeviceData` of Fashion-MNIST to reuse (a sweep loads it
+    ``data`` is a :class:`~resmooth.lab.data.DeviceData` of Fashion-MNIST to reuse (a sweep loads it
     once per seed); by default it is loaded from ``config.data_root`` (:func:`load_run_data`).
     """
     out = Path(out) if out is not None else None

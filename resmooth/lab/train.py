@@ -31,14 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_int, check_real
-from ._fields import from_values, inherited, option
+from .._checks import check_choice, check_int, check_real
+from .._fields import from_values, inherited, option
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
-from .diffusivity import DiffusivityMap, refuse_unused
-from .loss import ResidualSmoothingLoss, SquaredErrorLoss
-from .residual import ACTIVATIONS
+from ..diffusivity import DiffusivityMap, refuse_unused
+from ..loss import ResidualSmoothingLoss, SquaredErrorLoss
+from ..residual import ACTIVATIONS
 from .models import MODELS, build_model
-from .regularization import adaptive_decay, add_weight_decay_
+from ..regularization import adaptive_decay, add_weight_decay_
 from .runfiles import CHECKPOINT, atomic_write, environment, open_run, write_json, write_jsonl
 
 METHODS = ("sgd", "sgd-ce", "label-smoothing", "label-smoothing-se", "adam", "adagrad", "resmooth", "sgd-rescaled",
