@@ -30,3 +30,17 @@ def from_values(cls: type, values: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
     return cls(**values)
+
+
+def not_read(cls: type, record: dict[str, Any]) -> set[str]:
+    """The fields of the dataclass ``cls`` that a run's record (its summary's config) says the run
+    did not read: those it holds as None, but for the fields whose own value None is (their default)."""
+    return {f.name for f in dataclasses.fields(cls) if f.name in record and record[f.name] is None and f.default is not None}
+
+
+def from_record(cls: type, record: dict[str, Any]) -> Any:
+    """An instance of the dataclass ``cls`` from a run's record: this version's, which holds None for
+    a field that the run did not read, or an older one's, the config as given, which lacks the
+    fields that it predates. Either field takes its default: the run did not read the one, and ran
+    as the default has it before the other existed."""
+    return from_values(cls, {k: v for k, v in record.items() if k not in not_read(cls, record)})

@@ -28,7 +28,7 @@ from torch import Tensor
 
 import torch
 
-from ._checks import check_choice, check_floating, check_progress, check_real
+from ._checks import check_choice, check_floating, check_progress, check_real, spelled
 from ._fields import option
 from ._modules import CallableModule
 from .annealing import DISTRIBUTIONS, annealing_curve
@@ -100,7 +100,7 @@ class DiffusivityMap:
         for name, why in IGNORED[self.scheme].items():
             if (self.scheme, name, getattr(self, name)) == ("global", "alpha", 0.0):
                 continue  # the global scheme's own alpha, said out loud
-            check_default(name, getattr(self, name), f"scheme={self.scheme!r} {why}")
+            check_default(name, getattr(self, name), f"{spelled('scheme', self.scheme)} {why}")
 
     @classmethod
     def of(cls, owner: object, **values: object) -> DiffusivityMap:
@@ -140,7 +140,7 @@ def check_default(name: str, value: object, why: str) -> None:
     """Refuse a :class:`DiffusivityMap` field ``name`` that would be ignored, ``why`` says by what."""
     default = next(f.default for f in dataclasses.fields(DiffusivityMap) if f.name == name)
     if value != default:
-        raise ValueError(f"{name}={value!r} would be ignored: {why}; leave {name} at its default {default!r}")
+        raise ValueError(f"{spelled(name, value)} would be ignored: {why}; leave {spelled(name)} at its default {default!r}")
 
 
 def refuse_unused(owner: object, why: str) -> None:
@@ -149,6 +149,14 @@ def refuse_unused(owner: object, why: str) -> None:
     for f in dataclasses.fields(DiffusivityMap):
         if hasattr(owner, f.name):
             check_default(f.name, getattr(owner, f.name), why)
+
+
+def unread(kappa_map: DiffusivityMap | None) -> tuple[str, ...]:
+    """The fields of a diffusivity map that a run does not read: every one without a map (None),
+    else those that its scheme ignores (:data:`IGNORED`)."""
+    if kappa_map is None:
+        return tuple(f.name for f in dataclasses.fields(DiffusivityMap))
+    return tuple(IGNORED[kappa_map.scheme])
 
 
 DEFAULTS = DiffusivityMap()

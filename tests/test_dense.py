@@ -118,6 +118,20 @@ def test_the_dense_smoothing_is_the_diffusivity_map_of_its_loss():
     assert criterion.diffusivity == DiffusivityMap("local", s=0.5) and criterion.tau == 2.0
 
 
+@pytest.mark.parametrize(
+    "fields,unread",
+    [
+        (dict(task="segment", loss="resmooth-local", s=0.5), ("distribution", "mu", "b", "tv_weight")),
+        (dict(loss="resmooth-graph"), ("s", "tau", "tv_weight", "threshold")),
+        (dict(task="segment", loss="total-variation"), ("distribution", "mu", "b", "alpha", "s", "tau")),
+    ],
+)
+def test_a_dense_record_holds_none_for_what_the_run_does_not_read(fields, unread):
+    config = DenseConfig(**fields)
+    assert config.used() == {**config.to_dict(), **dict.fromkeys(unread)}
+    assert DenseConfig.from_record(config.used()) == config
+
+
 def test_every_objective_gives_a_finite_loss_and_gradient():
     logits = torch.randn(2, 2, 12, 12, requires_grad=True)
     target = silhouette(blobs(2, 12))
@@ -155,6 +169,10 @@ def test_denoising_learns_and_the_run_is_not_overwritten(tmp_path, one_thread):
     assert summary["psnr"] > summary["input_psnr"] + 3
     assert summary["ssim"] > summary["input_ssim"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["psnr"] == summary["psnr"]
+    # The config as the run read it: None for the fields that the squared error and denoising do not read.
+    unread = ("distribution", "mu", "b", "alpha", "s", "tau", "tv_weight", "threshold")
+    assert summary["config"] == {**config.to_dict(), **dict.fromkeys(unread)}
+    assert DenseConfig.from_record(summary["config"]) == config and summary["environment"]["threads"] == 1
     with pytest.raises(RunExistsError, match="overwrite"):
         train_dense(config, tmp_path / "run", quiet=True, data=data)
     # Same seed, same result: the noise, order and init come from the seed alone.

@@ -1,5 +1,6 @@
 """The trainer: configs, files, resume after a kill, overwrite protection, sweeps and reports."""
 
+import dataclasses
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from resmooth.lab.report import against, at_chance, claimed, collect, learning_c
 from resmooth.lab.sweep import load_sweep, run_sweep
 from resmooth.lab.runfiles import RunExistsError, read_jsonl, write_jsonl
 from resmooth.loss import ResidualSmoothingLoss, SquaredErrorLoss
-from resmooth.lab.train import METHODS, Config, NonFiniteLossError, Objective, load_run_data, train
+from resmooth.lab.train import METHODS, Config, NonFiniteLossError, Objective, load_run_data, summarize, train
 
 # The real data only through $RESMOOTH_DATA (the Makefile sets it); unset, the test that needs it skips.
 DATA_ROOT = os.environ.get("RESMOOTH_DATA")
@@ -153,7 +154,11 @@ def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
     assert on_disk == summary
     assert summary["max_test_acc"] == max(r["test_acc"] for r in records)
     assert summary["final_test_acc"] == records[-1]["test_acc"]
-    assert summary["config"] == config.to_dict() and summary["torch_version"] == torch.__version__
+    # The config as the run read it: the rate it trained with; None for amp (no autocast on a CPU) and
+    # for the fields that resmooth's full scheme does not read.
+    assert summary["config"] == {**config.to_dict(), "lr": 0.1, "amp": None, "s": None, "label_smoothing": None, "nu": None}
+    assert Config.from_record(summary["config"]) == dataclasses.replace(config, lr=0.1)
+    assert summary["threads"] == torch.get_num_threads() and summary["torch_version"] == torch.__version__
     # The checkpoint holds data only: it loads with weights_only=True.
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2
@@ -167,6 +172,33 @@ def test_a_run_writes_its_files_and_is_not_overwritten(tmp_path):
     assert (tmp_path / "summary.json").read_bytes() == before
     assert not list(tmp_path.glob(".*tmp*"))
     train(config, tmp_path, quiet=True, overwrite=True)
+
+
+NO_SMOOTHING = dict.fromkeys(("scheme", "distribution", "b", "alpha", "mu", "s"))
+
+
+@pytest.mark.parametrize(
+    "fields,unlike_given",
+    [
+        (dict(method="adam"), dict(lr=1e-3, momentum=None, **NO_SMOOTHING, label_smoothing=None, nu=None)),
+        (dict(method="label-smoothing", lr=0.05), dict(**NO_SMOOTHING, nu=None)),
+        (dict(method="adaptive-wd"), dict(lr=0.1, **NO_SMOOTHING, label_smoothing=None)),
+        (dict(method="resmooth", scheme="local", s=0.5), dict(lr=0.1, distribution=None, b=None, mu=None,
+                                                               label_smoothing=None, nu=None)),
+        (dict(method="sgd-rescaled", scheme="global"), dict(lr=0.1, alpha=None, s=None, label_smoothing=None, nu=None)),
+    ],
+)
+@pytest.mark.parametrize("cuda", [False, True])
+def test_the_summary_records_the_config_as_the_run_read_it(fields, unlike_given, cuda, monkeypatch):
+    import resmooth.lab.train as trainer
+
+    monkeypatch.setattr(trainer, "environment", lambda device: {})  # names the GPU, which the test need not have
+    config = Config(**fields, amp=not cuda)  # amp=False on CUDA: the record says what was asked there
+    record = summarize(config, [{"epoch": 1, "test_acc": 50.0, "seconds": 1.0}], torch.device("cuda" if cuda else "cpu"))
+    # The rate it trained with; None for each field it did not read, and for amp on a CPU (no autocast there).
+    assert record["config"] == {**config.to_dict(), **unlike_given, "amp": False if cuda else None}
+    # Read back, the record is the same run: the fields that it did not read at their defaults.
+    assert Config.from_record(record["config"]).used() == {**record["config"], "amp": not cuda}
 
 
 def test_every_method_trains(tmp_path):
@@ -332,6 +364,52 @@ def test_sweep_runs_skips_finished_runs_and_reports(tmp_path):
     # A changed file does not skip finished runs of other settings as if they were its own.
     file.write_text(SWEEP.replace("epochs = 1", "epochs = 2"))
     with pytest.raises(RunExistsError, match=r"method=sgd/seed-0 holds a finished run with other settings: epochs=1 "):
+        run_sweep(file, out, quiet=True)
+
+
+SMALL_SWEEP = """
+name = "small"
+trials = 2
+[base]
+dataset = "digits"
+model = "resnet8-w8"
+epochs = 1
+batch_size = 64
+device = "cpu"
+amp = false
+[[grid]]
+method = ["sgd", "label-smoothing"]
+"""
+
+
+def test_the_summaries_of_this_version_and_of_older_ones_read_alike(tmp_path):
+    file = tmp_path / "small.toml"
+    file.write_text(SMALL_SWEEP)
+    out = run_sweep(file, tmp_path / "results", quiet=True)
+    text = report(out, write=False)
+    summaries = sorted(out.glob("*/seed-*/summary.json"))
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    # A CPU run does not read amp: its record holds None, not the sweep's false, and the run is the sweep's.
+    assert len(summaries) == 4 and all(json.loads(p.read_text())["config"]["amp"] is None for p in summaries)
+    run_sweep(file, out, quiet=True)
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    # An older summary holds the config as given (lr None for the method's default, amp as asked,
+    # label_smoothing under sgd) and the threads as a string: the same runs to the sweep and the report.
+    given = dict(load_sweep(file).runs())
+    for path in summaries:
+        old = json.loads(path.read_text())
+        old.update(config=given[path.parent.relative_to(out).as_posix()].to_dict(), threads=str(old["threads"]))
+        path.write_text(json.dumps(old))
+    assert json.loads(summaries[0].read_text())["config"]["lr"] is None
+    run_sweep(file, out, quiet=True)
+    assert [p.stat().st_mtime_ns for p in summaries] != stamps  # rewritten above, and not trained again since:
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    run_sweep(file, out, quiet=True)
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    assert report(out, write=False) == text
+    # A setting that the file changes is still told apart.
+    file.write_text(SMALL_SWEEP.replace("amp = false", "lr = 0.05"))
+    with pytest.raises(RunExistsError, match=r"other settings: lr=0.1 \(the sweep's: 0.05\)"):
         run_sweep(file, out, quiet=True)
 
 

@@ -6,8 +6,11 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
-from .runfiles import RunExistsError
+from .. import __version__
+from .._checks import flags
+from .runfiles import CHECKPOINT, RunExistsError
 from .train import Config, NonFiniteLossError, load_run_data, train
 
 
@@ -29,18 +32,25 @@ def _add_field_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 metavar=None if choices else f.name.upper(), help=text)
 
 
+def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's argument name and its flag (``weight_decay`` -> ``--weight-decay``): what an error names."""
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
 DOWNLOAD_HELP = "download a dataset whose files are missing from the data root (needs network access)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand, its options' help read from the config fields."""
     parser = argparse.ArgumentParser(prog="python -m resmooth", description="Residual smoothing (Cho, Kwon, Hong, 2019): train, sweep, report.")
+    parser.add_argument("--version", action="version", version=f"resmooth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_train = sub.add_parser("train", help="train one run")
     _add_field_arguments(p_train, Config)
     p_train.add_argument("--out", help="folder for metrics.jsonl, checkpoint.pt and summary.json (default: keep nothing)")
-    p_train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p_train.add_argument("--resume", action="store_true",
+                         help="continue from OUT/checkpoint.pt (without one, the run starts from scratch)")
     p_train.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     p_train.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p_train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,33 +77,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_report = sub.add_parser("report", help="aggregate a sweep's folder into report.md and report.csv")
     p_report.add_argument("folder", help="the results folder of a sweep (its sweep.toml says the kind of its runs)")
+    for command in (p_train, p_sweep, p_report):
+        command.set_defaults(flags=_flags(command))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.out is None and (args.resume or args.overwrite):
+        parser.error(f"{'--resume' if args.resume else '--overwrite'} needs --out, the folder of the run")
     try:
-        if args.command == "train":
-            config = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
-            data = load_run_data(config, download=True) if args.download else None
-            summary = train(config, args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, data=data)
-            shown = {k: v for k, v in summary.items() if k != "config"}
-            print(json.dumps(shown, indent=2))
-        elif args.command == "sweep":
-            from .report import report
-            from .sweep import run_sweep
+        # The library's errors name its arguments: here, the flags that the user typed.
+        with flags(args.flags):
+            if args.command == "train":
+                config = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+                if args.resume and not any((Path(args.out) / name).exists() for name in (CHECKPOINT, "summary.json")):
+                    # Not an error: a script may pass --resume to every run, started or not (as a sweep
+                    # resumes each of its runs); but whoever meant to continue a run learns that it does not.
+                    print(f"note: --resume: there is no {Path(args.out) / CHECKPOINT} to continue from, so the run "
+                          "starts from scratch", file=sys.stderr)
+                data = load_run_data(config, download=True) if args.download else None
+                summary = train(config, args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, data=data)
+                shown = {k: v for k, v in summary.items() if k != "config"}
+                print(json.dumps(shown, indent=2))
+            elif args.command == "sweep":
+                from .report import report
+                from .sweep import run_sweep
 
-            ray_options = {}
-            if args.executor == "ray":
-                ray_options = dict(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                                   max_retries=args.max_retries, shared_fs=args.shared_fs)
-            out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
-                            executor=args.executor, download=args.download, settings=args.settings, **ray_options)
-            print(report(out))
-        else:
-            from .report import report
+                ray_options = {}
+                if args.executor == "ray":
+                    ray_options = dict(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                                       max_retries=args.max_retries, shared_fs=args.shared_fs)
+                out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
+                                executor=args.executor, download=args.download, settings=args.settings, **ray_options)
+                print(report(out))
+            else:
+                from .report import report
 
-            print(report(args.folder))
+                print(report(args.folder))
     except (ValueError, TypeError, ImportError, ConnectionError, FileNotFoundError, RunExistsError, NonFiniteLossError,
             FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._checks import spelled
 from .runfiles import atomic_write
 from .train import Config, train
 
@@ -79,7 +80,8 @@ def run_on_ray(
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConnectionError(
                 f"could not reach the Ray cluster at {address!r}: {error}. Start one with `ray start --head` "
-                "(then --address auto), give its address as ray://HOST:10001, or leave --address out to start a local one"
+                f"(then {spelled('address', 'auto')}), give its address as ray://HOST:10001, or leave "
+                f"{spelled('address')} out to start a local one"
             ) from error
     remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries)(run_trial)
     pending = {remote.remote(config.to_dict(), str(out.resolve()), name, cpus_per_trial, shared_fs): name

@@ -28,7 +28,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from .._checks import check_choice, check_int, check_real
+from .._checks import check_choice, check_int, check_real, spelled
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,8 @@ def load_data(
     val = None
     if val_size:
         if val_size > len(left):
-            raise ValueError(f"val_size={val_size} exceeds the {len(left)} training images that subset={subset:g} leaves out")
+            raise ValueError(f"{spelled('val_size', val_size)} exceeds the {len(left)} training images that "
+                             f"{spelled('subset', subset)} leaves out")
         val, _ = _stratified_split(train_y[left], val_size / len(left), generator, lowest=0, highest_left=0)
         val = left[val]
     elif val_fraction > 0:

@@ -40,10 +40,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_int, check_real
-from .._fields import from_values, inherited, option
+from .._checks import check_choice, check_int, check_real, spelled
+from .._fields import from_record, from_values, inherited, option
 from .data import DeviceData, batches, load_data
-from ..diffusivity import DiffusivityMap, refuse_unused
+from ..diffusivity import DiffusivityMap, refuse_unused, unread
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation
 from ..loss import DIFFUSION_TIME, ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
@@ -105,7 +105,7 @@ class DenseConfig:
             refuse_unused(self, f"loss={self.loss!r} has no residual smoothing")
         for name in ("tau", "tv_weight"):
             check_real(name, getattr(self, name), minimum=0.0)
-        if self.loss in ("squared-error", "total-variation", "resmooth-graph") and self.tau != DIFFUSION_TIME:
+        if not self.grid and self.tau != DIFFUSION_TIME:
             raise ValueError(f"tau={self.tau!r} would be ignored: loss={self.loss!r} has no grid operator, whose diffusion "
                              f"time it is; leave tau at its default {DIFFUSION_TIME!r}")
         if not 0.0 <= check_real("threshold", self.threshold) < 1.0:
@@ -126,6 +126,11 @@ class DenseConfig:
         return DiffusivityMap.of(self, scheme="full" if self.loss == "resmooth-graph" else self.loss.removeprefix("resmooth-"))
 
     @property
+    def grid(self) -> bool:
+        """Whether the loss smooths with the grid operator, whose diffusion time ``tau`` is."""
+        return self.loss in ("resmooth-global", "resmooth-local", "resmooth-full")
+
+    @property
     def activation(self) -> str:
         return "sigmoid" if self.task == "denoise" else "softmax"
 
@@ -138,8 +143,23 @@ class DenseConfig:
         """A config from plain values (a sweep file's), refusing unknown fields by name."""
         return from_values(cls, values)
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> DenseConfig:
+        """The config of a finished run from its summary's record (:meth:`used`, or an older summary's config as given)."""
+        return from_record(cls, record)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def used(self) -> dict[str, Any]:
+        """The fields as a run of this config reads them, which its summary records: None for each
+        that it does not read (the smoothing's under a loss without it, and those that the scheme
+        ignores; ``tau`` without the grid operator; ``tv_weight`` outside total-variation;
+        ``threshold`` outside segment)."""
+        ignored = set(unread(self.diffusivity))
+        ignored |= {name for name, read in (("tau", self.grid), ("tv_weight", self.loss == "total-variation"),
+                                            ("threshold", self.task == "segment")) if not read}
+        return {k: None if k in ignored else v for k, v in self.to_dict().items()}
 
 
 def load_run_data(config: DenseConfig, *, download: bool = False) -> DeviceData:
@@ -244,7 +264,8 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
     if out is not None:
         checkpoint = open_run(out, resume=resume, overwrite=overwrite)
         if checkpoint is not None and DenseConfig(**checkpoint["config"]) != config:
-            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another out or overwrite=True")
+            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another {spelled('out')} or "
+                             f"{spelled('overwrite', True)}")
     device = resolve_device(config.device)
     if data is None:
         data = load_run_data(config)
@@ -295,7 +316,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
             kept = f"the checkpoint of epoch {epoch} in {out} is kept" if out is not None and epoch else "nothing was saved"
             raise NonFiniteLossError(
                 f"the {config.loss} loss became {losses[-1]} in epoch {epoch + 1}: the run stops, and {kept}. "
-                "Lower the learning rate (lr) or check the data."
+                f"Lower the learning rate ({spelled('lr')}) or check the data."
             )
         seconds += time.perf_counter() - tic
         if out is not None:
@@ -307,7 +328,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
     if bar is not None:
         bar.close()
     summary = {
-        "config": config.to_dict(),
+        "config": config.used(),
         **evaluate_dense(model, config, noisy_test, clean_test),
         **input_metrics(config, noisy_test, clean_test),
         "train_loss": losses,

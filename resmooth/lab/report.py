@@ -39,13 +39,14 @@ DEAD_MARGIN = 5.0
 def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
     """The finished runs' summaries under ``folder``, grouped by setting.
 
-    Each config is completed with the defaults of the fields its summary predates (as the run had
-    them), so that runs of one setting compare alike whichever version of the trainer wrote them.
+    Each config is read back from its record (:meth:`Config.from_record`: the fields that the run did
+    not read, or that its summary predates, at their defaults, and the learning rate it trained with),
+    so that runs of one setting compare alike whichever version of the trainer wrote them.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(Path(folder).glob("*/seed-*/summary.json")):
         summary = json.loads(path.read_text())
-        summary["config"] = Config.from_dict(summary["config"]).to_dict()
+        summary["config"] = Config.from_record(summary["config"]).to_dict()
         groups.setdefault(path.parent.parent.name, []).append(summary)
     return groups
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .._checks import spelled
+
 
 class RunExistsError(FileExistsError):
     """The output folder holds a run that would be overwritten."""
@@ -30,16 +32,35 @@ def open_run(out: Path, *, resume: bool, overwrite: bool, started_by: tuple[str,
     the files ``started_by``) unless ``resume`` (continue from its checkpoint) or ``overwrite``.
 
     Raises:
-        RunExistsError: the run would be overwritten.
+        RunExistsError: the run would be overwritten, or ``resume`` asks to continue a finished one.
+        ValueError: the checkpoint to resume from cannot be read (a truncated or damaged file).
     """
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "summary.json").exists() and not overwrite:
-        raise RunExistsError(f"{out} holds a finished run (summary.json); pass overwrite=True (--overwrite) to replace it")
+    summary = out / "summary.json"
+    if summary.exists() and not overwrite:
+        if resume:
+            epochs = json.loads(summary.read_text())["config"]["epochs"]
+            raise RunExistsError(
+                f"{out} holds a finished run ({epochs} epoch{'s' * (epochs != 1)}, summary.json): there is nothing to "
+                f"resume. To train longer, start a new run with more {spelled('epochs')} in another {spelled('out')} (a "
+                "run lays out its schedules, such as the learning-rate drop and the smoothing's annealing, over its "
+                f"epochs, so a finished run cannot be continued), or pass {spelled('overwrite', True)} to replace this one")
+        raise RunExistsError(f"{out} holds a finished run (summary.json); use another {spelled('out')}, or pass "
+                             f"{spelled('overwrite', True)} to replace it")
     if any((out / name).exists() for name in started_by) and not (resume or overwrite):
-        raise RunExistsError(f"{out} holds an unfinished run; pass resume=True (--resume) to continue it or overwrite=True (--overwrite)")
+        raise RunExistsError(f"{out} holds an unfinished run; pass {spelled('resume', True)} to continue it or "
+                             f"{spelled('overwrite', True)} to start it again")
     if resume and (out / CHECKPOINT).exists():
-        # weights_only: a checkpoint from someone else can hold tensors and plain data, never code.
-        return torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+        try:
+            # weights_only: a checkpoint from someone else can hold tensors and plain data, never code.
+            return torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+        except Exception as error:
+            # torch's reader fails on a damaged file with whatever error the byte at the cut trips (seen:
+            # EOFError, OSError, RuntimeError, UnpicklingError, KeyError); any of them means no resuming.
+            raise ValueError(
+                f"{out / CHECKPOINT} cannot be read: it is truncated or damaged ({type(error).__name__}), so the "
+                f"run cannot resume from it. Delete it to start the run again from scratch, or pass "
+                f"{spelled('overwrite', True)} instead of {spelled('resume', True)}") from error
     return None
 
 
@@ -66,10 +87,10 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def environment(device: torch.device) -> dict[str, str]:
+def environment(device: torch.device) -> dict[str, str | int]:
     """What a run's summary records of where it ran: the device, the versions, the threads."""
     from .. import __version__
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {"device_name": name, "torch_version": torch.__version__, "resmooth_version": __version__,
-            "threads": str(torch.get_num_threads())}
+            "threads": torch.get_num_threads()}

@@ -41,7 +41,8 @@ from typing import Any
 import torch
 
 from . import dense, train
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, spelled
+from .._fields import not_read
 from .paper import TABLES
 from .runfiles import RunExistsError, atomic_write
 
@@ -52,7 +53,7 @@ SWEEP_KEYS = {"name", "kind", "paper_table", "baseline", "trials", "first_seed",
 class RunKind:
     """What a sweep's runs are: their config, the function that trains one, and the data it trains on."""
 
-    config: type  # from_dict, to_dict; the fields seed and subset
+    config: type  # from_dict, from_record, to_dict, used; the fields seed and subset
     train: Callable[..., Any]  # train(config, out, resume=True, quiet=..., data=...)
     load_data: Callable[..., Any]  # load_data(config, download=...): the data of a run
     data_fields: tuple[str, ...]  # the config fields the data depend on: runs that share them share the data
@@ -176,8 +177,8 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     if ray_options and executor != "ray":
         raise ValueError(f"{', '.join(ray_options)} apply to executor='ray' only")
     if download and executor != "local":
-        raise ValueError("download applies to executor='local' only: fetch the data first (resmooth train --download) "
-                         "where the Ray workers read it")
+        raise ValueError(f"{spelled('download', True)} applies to {spelled('executor', 'local')} only: fetch the data "
+                         "first (resmooth train --download) where the Ray workers read it")
     sweep = load_sweep(path)
     if executor == "ray" and sweep.kind != "classification":
         raise ValueError(f"executor='ray' runs kind='classification' sweeps only; run the {sweep.kind} sweep "
@@ -227,11 +228,14 @@ def _check_finished(folder: Path, config: Any) -> None:
     summary = folder / "summary.json"
     if not summary.exists():
         return
-    # from_dict gives a field that a summary older than it lacks its default, as the run had it.
-    values = json.loads(summary.read_text())["config"]
-    ran = type(config).from_dict({**values, **{f: getattr(config, f) for f in PLACE_FIELDS}}).to_dict()
-    wanted = config.to_dict()
-    differ = [f"{k}={v!r} (the sweep's: {wanted[k]!r})" for k, v in ran.items() if v != wanted[k]]
+    # Compared as the runs read their configs (used): an unset learning rate as the rate it stands
+    # for, a field that the method does not read as None. A field that the record says its run did not
+    # read for want of the device (amp without CUDA) holds nothing to compare.
+    record = json.loads(summary.read_text())["config"]
+    ran = type(config).from_record({**record, **{f: getattr(config, f) for f in PLACE_FIELDS}}).used()
+    wanted = config.used()
+    unread = not_read(type(config), record)
+    differ = [f"{k}={v!r} (the sweep's: {wanted[k]!r})" for k, v in ran.items() if k not in unread and v != wanted[k]]
     if differ:
         raise RunExistsError(f"{folder} holds a finished run with other settings: {', '.join(differ)}; "
                              "run the sweep into another out")

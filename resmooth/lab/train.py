@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_int, check_real
-from .._fields import from_values, inherited, option
+from .._checks import check_choice, check_int, check_real, spelled
+from .._fields import from_record, from_values, inherited, option
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
-from ..diffusivity import DiffusivityMap, refuse_unused
+from ..diffusivity import DiffusivityMap, refuse_unused, unread
 from ..loss import ResidualSmoothingLoss, SquaredErrorLoss
 from ..residual import ACTIVATIONS
 from .models import MODELS, build_model
@@ -123,10 +123,10 @@ class Config:
         if self.method in SMOOTHED:
             DiffusivityMap.of(self)  # its checks
         else:
-            refuse_unused(self, f"method={self.method!r} has no residual smoothing")
+            refuse_unused(self, f"{spelled('method', self.method)} has no residual smoothing")
         if self.method in CROSS_ENTROPY and self.activation != "softmax":
-            raise ValueError(f"activation={self.activation!r} would be ignored: method={self.method!r} is the "
-                             "cross-entropy of the softmax; leave activation at its default 'softmax'")
+            raise ValueError(f"{spelled('activation', self.activation)} would be ignored: {spelled('method', self.method)} "
+                             f"is the cross-entropy of the softmax; leave {spelled('activation')} at its default 'softmax'")
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed)
@@ -134,34 +134,57 @@ class Config:
         if self.lr is not None:
             check_real("lr", self.lr, minimum=0.0, strict=True)
         if not 0.0 <= check_real("lr_drop", self.lr_drop) <= 1.0:
-            raise ValueError(f"lr_drop must lie in [0, 1] (a fraction of the epochs); got {self.lr_drop}")
+            raise ValueError(f"{spelled('lr_drop')} must lie in [0, 1] (a fraction of the epochs); got {self.lr_drop}")
         check_real("lr_factor", self.lr_factor, minimum=0.0)
         check_real("momentum", self.momentum, minimum=0.0)
         check_real("weight_decay", self.weight_decay, minimum=0.0)
         check_real("nu", self.nu, minimum=0.0, strict=True)
         if not 0.0 <= check_real("label_smoothing", self.label_smoothing) < 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1); got {self.label_smoothing}")
+            raise ValueError(f"{spelled('label_smoothing')} must lie in [0, 1); got {self.label_smoothing}")
         if not 0.0 < check_real("subset", self.subset) <= 1.0:
-            raise ValueError(f"subset must lie in (0, 1] (a fraction of the training set); got {self.subset}")
+            raise ValueError(f"{spelled('subset')} must lie in (0, 1] (a fraction of the training set); got {self.subset}")
         if not 0.0 <= check_real("val_fraction", self.val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must lie in [0, 1); got {self.val_fraction}")
+            raise ValueError(f"{spelled('val_fraction')} must lie in [0, 1); got {self.val_fraction}")
         if self.val_size and self.val_fraction:
-            raise ValueError("val_size and val_fraction both ask for a validation split; set one of them")
+            raise ValueError(f"{spelled('val_size')} and {spelled('val_fraction')} both ask for a validation split; "
+                             "set one of them")
         if self.val_size and self.subset == 1.0:
-            raise ValueError("val_size draws from the images a subset leaves out, so it needs subset < 1; use val_fraction")
+            raise ValueError(f"{spelled('val_size')} draws from the images a subset leaves out, so it needs "
+                             f"{spelled('subset')} < 1; use {spelled('val_fraction')}")
         if self.device != "auto":
             try:
                 torch.device(self.device)
             except RuntimeError as error:
-                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}") from error
+                raise ValueError(f"{spelled('device')} must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}") from error
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         """A config from plain values (a sweep file's), refusing unknown fields by name."""
         return from_values(cls, values)
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Config:
+        """The config of a finished run from its summary's record (:meth:`used`, or an older
+        summary's config as given), with ``lr`` the rate it trained with."""
+        config = from_record(cls, record)
+        # An older summary holds None for the method's default rate, as the run was given it.
+        return dataclasses.replace(config, lr=config.learning_rate)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def used(self) -> dict[str, Any]:
+        """The fields as a run of this config reads them, which its summary records: ``lr`` the rate
+        it trains with, and None for each field that it does not read: the smoothing's outside
+        resmooth and sgd-rescaled, and those that the scheme ignores; ``label_smoothing`` outside the
+        label-smoothing methods; ``nu`` outside adaptive-wd; ``momentum`` under adam and adagrad.
+        (``amp`` depends on the device as well: :func:`summarize` records it.)"""
+        ignored = set(unread(self.diffusivity if self.method in SMOOTHED else None))
+        ignored |= {name for name, read in (("label_smoothing", self.method.startswith("label-smoothing")),
+                                            ("nu", self.method == "adaptive-wd"),
+                                            ("momentum", self.method not in ("adam", "adagrad"))) if not read}
+        values = {**self.to_dict(), "lr": self.learning_rate}
+        return {k: None if k in ignored else v for k, v in values.items()}
 
     @property
     def diffusivity(self) -> DiffusivityMap:
@@ -207,7 +230,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for, but CUDA is not available here; use device='cpu' or 'auto'")
+        raise ValueError(f"{spelled('device', name)} was asked for, but CUDA is not available here; use "
+                         f"{spelled('device', 'cpu')} or {spelled('device', 'auto')}")
     return device
 
 
@@ -344,7 +368,8 @@ def train(
         checkpoint = open_run(out, resume=resume, overwrite=overwrite, started_by=(CHECKPOINT, "metrics.jsonl"))
         # from_dict fills in the fields that a checkpoint older than them lacks, at their defaults.
         if checkpoint is not None and Config.from_dict(checkpoint["config"]) != config:
-            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another --out or --overwrite")
+            raise ValueError(f"{out}/{CHECKPOINT} was written by another config; use another {spelled('out')} or "
+                             f"{spelled('overwrite', True)}")
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -426,7 +451,7 @@ def train(
             kept = f"the checkpoint of epoch {epoch} in {out} is kept" if out is not None and epoch else "nothing was saved"
             raise NonFiniteLossError(
                 f"the training loss became {train_loss} in epoch {epoch + 1}: the run stops, and {kept}. "
-                "Lower the learning rate (--lr) or check the data."
+                f"Lower the learning rate ({spelled('lr')}) or check the data."
             )
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -454,7 +479,7 @@ def train(
     if bar is not None:
         bar.close()
 
-    summary = summarize(config, metrics, environment(device))
+    summary = summarize(config, metrics, device)
     if out is not None:
         write_json(out / "summary.json", summary)
     return summary
@@ -465,15 +490,18 @@ def last_tenth(epochs: int) -> int:
     return max(1, round(0.1 * epochs))
 
 
-def summarize(config: Config, metrics: list[dict[str, Any]], environment: dict[str, str]) -> dict[str, Any]:
+def summarize(config: Config, metrics: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     """The paper's two figures of merit (Sec. 6): the best test accuracy over the evaluated epochs
     ("max") and the mean over the last 10% of epochs ("mean"), plus the clean protocol's final
-    accuracy. The last 10% are always evaluated (:meth:`Config.evaluates`)."""
+    accuracy. The last 10% are always evaluated (:meth:`Config.evaluates`).
+
+    With them, the config as the run on ``device`` read it (:meth:`Config.used`, and ``amp`` None off
+    CUDA, where the trainer never autocasts) and where it ran (:func:`resmooth.lab.runfiles.environment`)."""
     evaluated = [m for m in metrics if "test_acc" in m]
     accs = [m["test_acc"] for m in evaluated]
     last = last_tenth(len(metrics))
     summary: dict[str, Any] = {
-        "config": config.to_dict(),
+        "config": {**config.used(), "amp": config.amp if device.type == "cuda" else None},
         "max_test_acc": max(accs),
         "best_epoch": max(evaluated, key=lambda m: m["test_acc"])["epoch"],
         "last10_mean_test_acc": sum(accs[-last:]) / last,
@@ -482,7 +510,7 @@ def summarize(config: Config, metrics: list[dict[str, Any]], environment: dict[s
         "epochs": len(metrics),
         "seconds": metrics[-1]["seconds"],
         "seed": config.seed,
-        **environment,
+        **environment(device),
     }
     if "val_acc" in metrics[-1]:
         summary["final_val_acc"] = metrics[-1]["val_acc"]
