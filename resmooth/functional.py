@@ -136,8 +136,10 @@ def masked_difference(
                 f"dim 1) that are not ignore_index={ignore_index}"
             )
     # The ignored elements take class 0 for the one-hot; reduce() drops their losses, and
-    # without_ignored() their residuals where the smoothing would spread them.
-    return difference(input, target.masked_fill(~keep, 0), activation, validate_args=False), keep
+    # without_ignored() their residuals where the smoothing would spread them. The one-hot
+    # reads the target, not ~keep: under torch.compile, a one-hot that waits on the mask (a
+    # loop of its own, over N) splits the sweep over each row into one loop nest per reduction.
+    return difference(input, target.masked_fill(target == ignore_index, 0), activation, validate_args=False), keep
 
 
 def without_ignored(diff: Tensor, keep: Tensor | None) -> Tensor:
