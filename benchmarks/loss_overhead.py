@@ -3,9 +3,7 @@
 1. Forward + backward of the loss over the squared-error baseline's, for (N, M) = (128, 10),
    (128, 100), (1024, 1000). Target: at most 2.0. Then the same with both losses under
    ``torch.compile(fullgraph=True)`` (the loss on its progress schedule, ``validate_args=False``).
-   Target: at most 1.5. Beside the loss, "unfused" is the same loss through autograd's
-   activation backward into GlobalSmoothedNorm (the library's path before the fused node
-   GlobalSmoothedLoss): the fused node's own share.
+   Target: at most 1.5.
 2. How the loss's cost grows with M at fixed N, against the paper's dense O(M^2) layer: the
    exponent k of time ~ M^k from a log-log fit (1 is linear, 2 quadratic).
 3. One training step of a ResNet20 with the loss over the same step with the baseline.
@@ -30,9 +28,7 @@ from _timing import compare  # noqa: E402
 
 import resmooth  # noqa: E402
 from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, smoothing_matrix  # noqa: E402
-from resmooth.diffusion import GlobalSmoothedNorm  # noqa: E402
 from resmooth.diffusivity import diffusivity  # noqa: E402
-from resmooth.functional import masked_difference, reduce  # noqa: E402
 from resmooth.lab.models import build_model  # noqa: E402
 
 
@@ -60,48 +56,29 @@ def dense_loss(z: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
     return (w @ d.unsqueeze(-1)).squeeze(-1).square().sum(1).mean()
 
 
-class UnfusedLoss(ResidualSmoothingLoss):
-    """The loss on (N, M) input as the library computed it before GlobalSmoothedLoss: the residual
-    through autograd (the activation's backward is autograd's), Eq. 22 in GlobalSmoothedNorm."""
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor, progress: float | None = None) -> torch.Tensor:
-        scale = self.scale(progress)
-        diff, keep = masked_difference(input, target, self.activation, self.ignore_index, self.validate_args)
-        d = diff.detach().abs()
-        return reduce(GlobalSmoothedNorm.apply(diff, d, self.diffusivity.kappa(d, scale)), keep, self.reduction)
-
-
 def eager_losses(z, y, device):
     return {"baseline": loss_step(SquaredErrorLoss(), z, y),
-            "resmooth": loss_step(ResidualSmoothingLoss(), z, y, progress=0.5),
-            "unfused": loss_step(UnfusedLoss(), z, y, progress=0.5)}
+            "resmooth": loss_step(ResidualSmoothingLoss(), z, y, progress=0.5)}
 
 
 def compiled_losses(z, y, device):
-    def scheduled(criterion):
-        criterion.step()  # progress 0.5, from the schedule: one graph for the whole run
-        return loss_step(torch.compile(criterion.to(device), fullgraph=True), z, y)
-
+    smoothing = ResidualSmoothingLoss(total_steps=2, validate_args=False).to(device)
+    smoothing.step()  # progress 0.5, from the schedule: one graph for the whole run
     return {"baseline": loss_step(torch.compile(SquaredErrorLoss(validate_args=False), fullgraph=True), z, y),
-            "resmooth": scheduled(ResidualSmoothingLoss(total_steps=2, validate_args=False)),
-            "unfused": scheduled(UnfusedLoss(total_steps=2, validate_args=False))}
+            "resmooth": loss_step(torch.compile(smoothing, fullgraph=True), z, y)}
 
 
 def loss_ratios(device: str, title: str, target: float, losses) -> None:
-    """Each loss over the squared error at each of SHAPES; ``losses(z, y, device)`` makes the
-    steps, the baseline's first."""
+    """The loss over the squared error at each of SHAPES; ``losses(z, y, device)`` makes the pair."""
     print(f"\n## {title} ({device})")
+    print(f"{'N':>6} {'M':>6} {'baseline ms':>12} {'resmooth ms':>12} {'ratio':>6}  target <= {target}")
     gen = torch.Generator().manual_seed(0)
-    for i, (n, m) in enumerate(SHAPES):
+    for n, m in SHAPES:
         z = torch.randn(n, m, generator=gen).to(device).requires_grad_()
         y = torch.randint(0, m, (n,), generator=gen).to(device)
         times = timed(losses(z, y, device), device=device)
-        baseline, *others = times
-        if i == 0:
-            print(f"{'N':>6} {'M':>6} {baseline + ' ms':>12}" + "".join(f" {name + ' ms':>12} {'ratio':>6}" for name in others)
-                  + f"  target <= {target}")
-        print(f"{n:>6} {m:>6} {1e3 * times[baseline]:>12.3f}"
-              + "".join(f" {1e3 * times[name]:>12.3f} {times[name] / times[baseline]:>6.2f}" for name in others))
+        ratio = times["resmooth"] / times["baseline"]
+        print(f"{n:>6} {m:>6} {1e3 * times['baseline']:>12.3f} {1e3 * times['resmooth']:>12.3f} {ratio:>6.2f}")
 
 
 def growth(device: str) -> None:
