@@ -8,9 +8,8 @@ zero-flux (Neumann) boundary. For class outputs there is no grid, and the paper'
 layer (Eq. 22) is one explicit Euler step on the complete graph over the M classes, whose
 graph Laplacian is ``M I - 1 1^T``: every class touches every other. Eq. 22 is here in three
 forms: the dense matrix W (:func:`smoothing_matrix`, for teaching and testing), its O(M)
-product (:func:`smooth_residual`), and the fused autograd node of ``||W d||^2``
-(:class:`GlobalSmoothedNorm`). The loss trains with that node's continuation to the logits,
-:class:`~resmooth.fused.GlobalSmoothedLoss`, which also takes the activation's backward.
+product (:func:`smooth_residual`), and the fused autograd node of ``||W d||^2`` that the loss
+trains with (:class:`GlobalSmoothedNorm`).
 """
 
 from __future__ import annotations
@@ -71,9 +70,8 @@ def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
 class GlobalSmoothedNorm(torch.autograd.Function):
     """``g_i = ||W_i d_i||^2``, ``d = |x|``, for the global operator (Eq. 22), kappa held constant.
 
-    Eq. 22 and the squared norm as one autograd node in place of about ten; the loss
-    (:class:`~resmooth.ResidualSmoothingLoss`) trains with its continuation to the logits,
-    :class:`~resmooth.fused.GlobalSmoothedLoss`. With ``h = 1 / (M - 1)`` and L the complete
+    The loss's form of Eq. 22 in training (:class:`~resmooth.ResidualSmoothingLoss`): one autograd
+    node in place of about ten. With ``h = 1 / (M - 1)`` and L the complete
     graph's Laplacian, ``W = I - h diag(kappa) L``; L is symmetric, so
     ``W^T = I - h L diag(kappa)``, and both products are O(M). This is :func:`smooth_residual`
     and the squared norm, fused; the tests check it against the dense matrix of Algorithm 1.

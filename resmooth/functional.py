@@ -20,10 +20,9 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_floating, check_int, check_progress, check_real, reads_back
-from .diffusion import explicit_euler, graph_laplacian, stable_steps
+from .diffusion import GlobalSmoothedNorm, explicit_euler, graph_laplacian, stable_steps
 from .diffusivity import DEFAULTS, DiffusivityMap
-from .fused import GlobalSmoothedLoss, smooth
-from .residual import ACTIVATIONS, activate, difference
+from .residual import ACTIVATIONS, difference
 
 REDUCTIONS = ("mean", "sum", "none")
 OPERATORS = ("auto", "global", "grid")
@@ -86,7 +85,8 @@ def residual_smoothing_loss(
     if progress is None and kappa_map.annealed:
         raise ValueError(f"progress (training progress in [0, 1]) is required by scheme={scheme!r}")
     scale = as_scale(kappa_map, None if progress is None else as_progress(progress, validate_args))
-    g, _, keep = residual_squares(input, target, kappa_map, scale, activation, operator, tau, ignore_index, validate_args)
+    diff, keep = masked_difference(input, target, activation, ignore_index, validate_args)
+    g, _ = smoothed_squares(without_ignored(diff, keep), kappa_map, scale, resolve_operator(operator, diff, tau), tau)
     return reduce(g, keep, reduction)
 
 
@@ -120,7 +120,11 @@ def masked_difference(
     """``phi(z) - y`` (the signed residual of Eq. 9) and the mask (N, *spatial) of the elements
     kept (None for a float target, which ignores nothing); an ignored element's one-hot is class 0."""
     check_int("ignore_index", ignore_index)
-    input = upcast(check_floating("input", input))
+    check_floating("input", input)
+    # Half-precision logits (autocast) are upcast: the squared residuals of a confident
+    # network are far below bf16's resolution around 1.
+    if input.dtype in (torch.float16, torch.bfloat16):
+        input = input.float()
     if not isinstance(target, Tensor) or target.is_floating_point():
         return difference(input, target, activation, validate_args), None
     keep = target != ignore_index
@@ -136,63 +140,6 @@ def masked_difference(
     # reads the target, not ~keep: under torch.compile, a one-hot that waits on the mask (a
     # loop of its own, over N) splits the sweep over each row into one loop nest per reduction.
     return difference(input, target.masked_fill(target == ignore_index, 0), activation, validate_args=False), keep
-
-
-def upcast(input: Tensor) -> Tensor:
-    """Half-precision logits (autocast) as float32: the squared residuals of a confident network
-    are far below bf16's resolution around 1."""
-    return input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
-
-
-def residual_squares(
-    input: Tensor,
-    target: Tensor,
-    kappa_map: DiffusivityMap,
-    scale: Tensor,
-    activation: str,
-    operator: str,
-    tau: float,
-    ignore_index: int,
-    validate_args: bool,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The loss of each element of the non-class dims before the reduction, ``||r||^2`` over
-    dim 1 (Eq. 7, 11), kappa (detached, shaped like ``input``), and the mask of the elements
-    kept (None for a float target); the residual-smoothing loss's one dispatch to the operators.
-
-    (N, M) class outputs under the global operator take the fused node
-    :class:`~resmooth.fused.GlobalSmoothedLoss`, from the logits to ``g``; the others the
-    residual's autograd graph and :func:`smoothed_squares`.
-    """
-    if not fuses(input, operator):
-        diff, keep = masked_difference(input, target, activation, ignore_index, validate_args)
-        operator = resolve_operator(operator, diff, tau)
-        g, kappa = smoothed_squares(without_ignored(diff, keep), kappa_map, scale, operator, tau)
-        return g, kappa, keep
-    z = upcast(input)
-    # phi(z) once, without a graph: the node takes the activation's backward into its own.
-    p = activate(z.detach(), activation)
-    x, keep = masked_difference(p, target, "identity", ignore_index, validate_args)
-    resolve_operator(operator, x, tau)  # its check of a tau that the global operator would not read
-    d = x.abs()
-    kappa = kappa_map.kappa(d, scale)
-    if torch.is_grad_enabled() and z.requires_grad:
-        g = GlobalSmoothedLoss.apply(z, p, x, d, kappa, activation)
-    else:  # no gradient can be asked for, and the node's forward would take dg/dz for nothing
-        g = torch.linalg.vector_norm(smooth(d, kappa), dim=1).square_()
-    return g, kappa.expand_as(x), keep
-
-
-def fuses(input: Tensor, operator: str) -> bool:
-    """Whether the loss of ``input`` takes :class:`~resmooth.fused.GlobalSmoothedLoss`: (N, M)
-    floating-point logits, M >= 2, under the global operator. Any other input takes the general
-    path, whose checks say what is wrong with it (a softmax over one class, say)."""
-    return (
-        isinstance(input, Tensor)
-        and input.is_floating_point()
-        and input.ndim == 2
-        and input.shape[1] >= 2
-        and operator != "grid"
-    )
 
 
 def without_ignored(diff: Tensor, keep: Tensor | None) -> Tensor:
@@ -247,15 +194,19 @@ def smoothed_squares(
     diff: Tensor, kappa_map: DiffusivityMap, scale: Tensor, operator: str, tau: float
 ) -> tuple[Tensor, Tensor]:
     """Per element of the non-class dims, ``||r||^2`` over dim 1 of the smoothed residual
-    ``r = W |diff|``, and kappa (detached, shaped like ``diff``), for a dense output; (N, M)
-    class outputs under the global operator take :class:`~resmooth.fused.GlobalSmoothedLoss`.
+    ``r = W |diff|``, and kappa (detached, shaped like ``diff``).
 
     kappa is computed from the detached residual and held constant in back-propagation
     (paper Sec. 5): the gradient is that of ``||W d||^2`` with W fixed at its value.
     """
-    d = diff.abs()
+    # |diff| once: with its gradient where the smoothing is written out, without where the
+    # fused global node takes it as a constant input.
+    fused = operator == "global" and diff.ndim == 2
+    d = diff.detach().abs() if fused else diff.abs()
     kappa = kappa_map.kappa(d.detach(), scale)
-    if operator == "global":  # the C x spatial elements of a sample as one vector
+    if fused:
+        g = GlobalSmoothedNorm.apply(diff, d, kappa)
+    elif operator == "global":  # the C x spatial elements of a sample as one vector
         flat = d.flatten(1)
         k = kappa.flatten(1) if kappa.ndim else kappa
         r = flat - k * graph_laplacian(flat) / (flat.shape[1] - 1)  # Eq. 22, O(M)

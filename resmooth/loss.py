@@ -32,7 +32,9 @@ from .functional import (
     check_tau_is_read,
     masked_difference,
     reduce,
-    residual_squares,
+    resolve_operator,
+    smoothed_squares,
+    without_ignored,
     squared_error_loss,
 )
 from .residual import ACTIVATIONS
@@ -281,8 +283,9 @@ class ResidualSmoothingLoss(_ResidualLoss):
         call; None takes the schedule's (:meth:`progress`). The local scheme reads none.
         """
         scale = self.scale(progress)
-        g, kappa, keep = residual_squares(input, target, self.diffusivity, scale, self.activation, self.operator,
-                                          self.tau, self.ignore_index, self.validate_args)
+        diff, keep = self._difference(input, target)
+        operator = resolve_operator(self.operator, diff, self.tau)
+        g, kappa = smoothed_squares(without_ignored(diff, keep), self.diffusivity, scale, operator, self.tau)
         self.last_scale = scale
         self.last_kappa = kappa
         return reduce(g, keep, self.reduction)
