@@ -367,6 +367,29 @@ def test_sweep_runs_skips_finished_runs_and_reports(tmp_path):
         run_sweep(file, out, quiet=True)
 
 
+def test_a_run_that_diverges_is_recorded_and_the_sweep_goes_on(tmp_path):
+    file = tmp_path / "diverging.toml"
+    file.write_text(SMALL_SWEEP + '[[grid]]\nmethod = ["sgd"]\nactivation = ["identity"]\nlr = [1000.0]\n')
+    out = run_sweep(file, tmp_path / "results", quiet=True)
+    dead = out / "method=sgd,activation=identity,lr=1000"
+    assert sorted(p.name for p in dead.glob("seed-*/*")) == ["diverged.json", "diverged.json"]
+    record = json.loads((dead / "seed-1" / "diverged.json").read_text())
+    assert record["diverged"] and record["epoch"] == 1 and record["seed"] == 1 and record["config"]["lr"] == 1000.0
+    assert record["train_loss"] in ("nan", "inf") and "became" in record["message"]
+    # The settings after it ran; a second sweep trains nothing again.
+    assert len(list(out.glob("*/seed-*/summary.json"))) == 4
+    stamps = [p.stat().st_mtime_ns for p in sorted(out.glob("*/seed-*/*.json"))]
+    run_sweep(file, out, quiet=True)
+    assert [p.stat().st_mtime_ns for p in sorted(out.glob("*/seed-*/*.json"))] == stamps
+    # A changed file is told apart from a diverged run too.
+    file.write_text(file.read_text().replace("lr = [1000.0]", "lr = [999.0]").replace("lr=1000", "lr=999"))
+    (out / "method=sgd,activation=identity,lr=999").mkdir()
+    for seed in ("seed-0", "seed-1"):
+        (dead / seed).rename(out / "method=sgd,activation=identity,lr=999" / seed)
+    with pytest.raises(RunExistsError, match=r"holds a diverged run with other settings: lr=1000.0 \(the sweep's: 999.0\)"):
+        run_sweep(file, out, quiet=True)
+
+
 SMALL_SWEEP = """
 name = "small"
 trials = 2

@@ -4,8 +4,9 @@ Ray is an optional extra (``pip install resmooth[ray]``). The driver submits eve
 trial of a sweep; a trial trains into ``<out>/<setting>/seed-<k>`` on the machine that runs it,
 resuming from its own checkpoint there when an earlier attempt died (Ray retries a task whose
 worker dies, at most ``max_retries`` times), and returns its ``metrics.jsonl`` and
-``summary.json`` as text. The driver writes those files into its own ``out`` folder wherever they
-are missing: on a shared file system the trial has already written them and nothing is copied;
+``summary.json`` as text (a trial whose loss diverged: its ``diverged.json``, see
+:func:`resmooth.lab.sweep.train_or_record`). The driver writes those files into its own ``out``
+folder wherever they are missing: on a shared file system the trial has already written them and nothing is copied;
 without one (``shared_fs=False``, or a cluster whose nodes do not see the driver's disk) the
 driver's copy is the result. Either way ``report`` reads the same layout.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from .._checks import spelled
 from .runfiles import atomic_write
+from .sweep import DIVERGED, finished, train_or_record
 from .train import Config, train
 
 RESULT_FILES = ("metrics.jsonl", "summary.json")
@@ -53,9 +55,10 @@ def run_trial(config: dict[str, Any], out: str, name: str, threads: int, shared_
 
     torch.set_num_threads(threads)  # as many threads as CPUs the task holds
     folder = trial_folder(out, name, shared_fs)
-    if not (folder / "summary.json").exists():
-        train(Config.from_dict(config), folder, resume=True, quiet=True)
-    return {f: (folder / f).read_text() for f in RESULT_FILES}
+    if finished(folder) is None:
+        train_or_record(train, Config.from_dict(config), folder, quiet=True)
+    # A diverged trial returns its record (and the epochs it finished, if any) in place of a summary.
+    return {f: (folder / f).read_text() for f in (*RESULT_FILES, DIVERGED) if (folder / f).exists()}
 
 
 def run_on_ray(
@@ -93,8 +96,8 @@ def run_on_ray(
         files = ray.get(ready[0])  # raises if the trial failed for good (its retries spent)
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        for f in RESULT_FILES:  # summary.json last: its presence marks a finished trial
-            if not (folder / f).exists():
+        for f in (*RESULT_FILES, DIVERGED):  # summary.json or diverged.json last: either marks a finished trial
+            if f in files and not (folder / f).exists():
                 atomic_write(folder / f, lambda p, text=files[f]: p.write_text(text))
         done += 1
         if not quiet:

@@ -316,7 +316,7 @@ def train_dense(config: DenseConfig, out: str | Path | None = None, *, resume: b
             kept = f"the checkpoint of epoch {epoch} in {out} is kept" if out is not None and epoch else "nothing was saved"
             raise NonFiniteLossError(
                 f"the {config.loss} loss became {losses[-1]} in epoch {epoch + 1}: the run stops, and {kept}. "
-                f"Lower the learning rate ({spelled('lr')}) or check the data."
+                f"Lower the learning rate ({spelled('lr')}) or check the data.", epoch=epoch + 1, loss=losses[-1]
             )
         seconds += time.perf_counter() - tic
         if out is not None:

@@ -21,7 +21,10 @@ A classification run is a :class:`resmooth.lab.train.Config` trained by :func:`r
 a dense one (chapter 10) a :class:`resmooth.lab.dense.DenseConfig` trained by
 :func:`resmooth.lab.dense.train_dense`. Each run lands in ``OUT/<setting>/seed-<k>/`` with the files
 of its trainer; a run whose summary.json exists is skipped, so a sweep can be stopped and started
-again, and a run stopped part way resumes from its checkpoint.
+again, and a run stopped part way resumes from its checkpoint. A run whose training loss becomes
+NaN or infinite (:class:`~resmooth.lab.train.NonFiniteLossError`) is a result too: the sweep
+writes ``diverged.json`` (:data:`DIVERGED`) in its folder, skips it from then on like a finished
+run, and goes on with the others; the report counts it as dead.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from . import dense, train
 from .._checks import check_choice, check_int, spelled
 from .._fields import not_read
 from .paper import TABLES
-from .runfiles import RunExistsError, atomic_write
+from .runfiles import RunExistsError, atomic_write, environment, write_json
+from .train import NonFiniteLossError, resolve_device
 
 SWEEP_KEYS = {"name", "kind", "paper_table", "baseline", "trials", "first_seed", "base", "grid", "description"}
 
@@ -65,6 +69,31 @@ KINDS = {
 }
 # Where a run ran, which run_sweep's overrides set: a finished run may differ from the sweep there.
 PLACE_FIELDS = ("data_root", "device")
+# The record of a run that diverged, in its folder in place of summary.json: the sweep's result for it.
+DIVERGED = "diverged.json"
+
+
+def finished(folder: Path) -> Path | None:
+    """The file that marks the run in ``folder`` as done: its summary.json, its :data:`DIVERGED`, or None."""
+    return next((folder / f for f in ("summary.json", DIVERGED) if (folder / f).exists()), None)
+
+
+def train_or_record(train_run: Callable[..., Any], config: Any, folder: Path, *, quiet: bool, data: Any = None) -> None:
+    """Train one run of a sweep (resuming); if its loss diverges, write :data:`DIVERGED` instead of stopping.
+
+    A diverged run is an outcome of its setting, not a fault of the sweep: the other runs go on, and
+    the report counts it. The record holds the config as the run read it, the epoch (from 1) whose
+    training loss was not finite, that loss, the trainer's message, and where it ran.
+    """
+    try:
+        train_run(config, folder, resume=True, quiet=quiet, data=data)
+    except NonFiniteLossError as error:
+        record = {"config": config.used(), "diverged": True, "epoch": error.epoch, "train_loss": str(error.loss),
+                  "message": str(error), "seed": config.seed, **environment(resolve_device(config.device))}
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / DIVERGED, record)
+        if not quiet:
+            print(f"{folder}: diverged in epoch {error.epoch} (training loss {error.loss}); recorded in {DIVERGED}")
 
 
 @dataclass
@@ -199,7 +228,7 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     atomic_write(out / "sweep.toml", lambda p: p.write_bytes(Path(path).read_bytes()))
     # Seed-major, smallest training sets first: a sweep stopped part way leaves whole seeds of
     # paired runs (every setting on the same data and init), which is what the statistics need.
-    todo = sorted((run for run in runs if not (out / run[0] / "summary.json").exists()),
+    todo = sorted((run for run in runs if finished(out / run[0]) is None),
                   key=lambda run: (run[1].seed, run[1].subset))
     _log_invocation(out, sweep, len(todo), executor)
     if not quiet:
@@ -219,14 +248,14 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
             loaded[key] = kind.load_data(config, download=download)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}")
-        kind.train(config, out / name, resume=True, quiet=quiet, data=loaded[key])
+        train_or_record(kind.train, config, out / name, quiet=quiet, data=loaded[key])
     return out
 
 
 def _check_finished(folder: Path, config: Any) -> None:
-    """Refuse a finished run in ``folder`` whose config is not ``config`` (but for :data:`PLACE_FIELDS`)."""
-    summary = folder / "summary.json"
-    if not summary.exists():
+    """Refuse a finished (or diverged) run in ``folder`` whose config is not ``config`` (but for :data:`PLACE_FIELDS`)."""
+    summary = finished(folder)
+    if summary is None:
         return
     # Compared as the runs read their configs (used): an unset learning rate as the rate it stands
     # for, a field that the method does not read as None. A field that the record says its run did not
@@ -237,7 +266,7 @@ def _check_finished(folder: Path, config: Any) -> None:
     unread = not_read(type(config), record)
     differ = [f"{k}={v!r} (the sweep's: {wanted[k]!r})" for k, v in ran.items() if k not in unread and v != wanted[k]]
     if differ:
-        raise RunExistsError(f"{folder} holds a finished run with other settings: {', '.join(differ)}; "
+        raise RunExistsError(f"{folder} holds a {'diverged' if summary.name == DIVERGED else 'finished'} run with other settings: {', '.join(differ)}; "
                              "run the sweep into another out")
 
 

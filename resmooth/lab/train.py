@@ -51,7 +51,15 @@ DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite: the run diverged.
+
+    ``epoch`` (counted from 1) and ``loss`` say when and what; a sweep records them as the run's
+    result (:data:`resmooth.lab.sweep.DIVERGED`) instead of stopping.
+    """
+
+    def __init__(self, message: str, *, epoch: int, loss: float) -> None:
+        super().__init__(message)
+        self.epoch, self.loss = epoch, loss
 
 
 @dataclass
@@ -448,10 +456,12 @@ def train(
                 bar.update()
         train_loss = float(loss_sum) / len(data.train_x)
         if not math.isfinite(train_loss):
+            if bar is not None:
+                bar.close()
             kept = f"the checkpoint of epoch {epoch} in {out} is kept" if out is not None and epoch else "nothing was saved"
             raise NonFiniteLossError(
                 f"the training loss became {train_loss} in epoch {epoch + 1}: the run stops, and {kept}. "
-                f"Lower the learning rate ({spelled('lr')}) or check the data."
+                f"Lower the learning rate ({spelled('lr')}) or check the data.", epoch=epoch + 1, loss=train_loss
             )
         record: dict[str, Any] = {
             "epoch": epoch + 1,
