@@ -148,3 +148,14 @@ def test_a_killed_worker_is_retried_and_every_trial_lands_once(tmp_path, cluster
         epochs = [json.loads(line)["epoch"] for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
         assert epochs == [1, 2, 3, 4]
         assert json.loads(path.read_text())["epochs"] == 4
+
+
+def test_a_diverging_trial_is_recorded_and_the_others_finish(tmp_path, cluster):
+    file = sweep_file(tmp_path, 1)
+    file.write_text(file.read_text() + '[[grid]]\nmethod = ["sgd"]\nactivation = ["identity"]\nlr = [1000.0]\n')
+    out = run_sweep(file, tmp_path / "ray", quiet=True, executor="ray", shared_fs=False)
+    records = sorted(out.glob("*/seed-*/diverged.json"))
+    assert [p.parent.relative_to(out).as_posix() for p in records] == [
+        "method=sgd,activation=identity,lr=1000/seed-0", "method=sgd,activation=identity,lr=1000/seed-1"]
+    assert all(json.loads(p.read_text())["epoch"] == 1 for p in records)
+    assert len(list(out.glob("*/seed-*/summary.json"))) == 4

@@ -381,6 +381,9 @@ def test_a_run_that_diverges_is_recorded_and_the_sweep_goes_on(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in sorted(out.glob("*/seed-*/*.json"))]
     run_sweep(file, out, quiet=True)
     assert [p.stat().st_mtime_ns for p in sorted(out.glob("*/seed-*/*.json"))] == stamps
+    text = report(out)
+    assert "their settings are left out of the comparisons below): method=sgd,activation=identity,lr=1000: 2 of 2 runs " \
+           "(seeds 0, 1), in epoch 1." in text and "| method=sgd,activation=identity" not in text
     # A changed file is told apart from a diverged run too.
     file.write_text(file.read_text().replace("lr = [1000.0]", "lr = [999.0]").replace("lr=1000", "lr=999"))
     (out / "method=sgd,activation=identity,lr=999").mkdir()

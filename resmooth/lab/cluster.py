@@ -6,8 +6,8 @@ resuming from its own checkpoint there when an earlier attempt died (Ray retries
 worker dies, at most ``max_retries`` times), and returns its ``metrics.jsonl`` and
 ``summary.json`` as text (a trial whose loss diverged: its ``diverged.json``, see
 :func:`resmooth.lab.sweep.train_or_record`). The driver writes those files into its own ``out``
-folder wherever they are missing: on a shared file system the trial has already written them and nothing is copied;
-without one (``shared_fs=False``, or a cluster whose nodes do not see the driver's disk) the
+folder wherever they are missing: on a shared file system the trial has already written them and
+nothing is copied; without one (``shared_fs=False``, or a cluster whose nodes do not see the driver's disk) the
 driver's copy is the result. Either way ``report`` reads the same layout.
 """
 

@@ -1,8 +1,8 @@
 """The tables that aggregate a sweep's folder, and the paired comparisons that choose between methods.
 
 :func:`report` writes ``report.md`` and ``report.csv`` (mean ± 95% t-interval per setting, the
-runs stuck at chance, the paper's table beside ours when the sweep names one) and ``paired.csv``:
-per cell and method, the setting each protocol chooses (:data:`PROTOCOLS`: the paper's, on the
+runs stuck at chance, the runs that diverged (:func:`diverged`), the paper's table beside ours when
+the sweep names one) and ``paired.csv``: per cell and method, the setting each protocol chooses (:data:`PROTOCOLS`: the paper's, on the
 test set, or the clean one, on a validation split), paired seed by seed against the chosen
 baseline; and, when the sweep names a ``baseline`` setting, every setting paired against it, with
 the one-sided test against the difference the paper reports and the smallest gain each comparison
@@ -26,13 +26,13 @@ from .dense import dense_report
 from .paper import TABLES, cell_label, paper_cell, paper_difference
 from .runfiles import atomic_write, read_jsonl
 from .stats import Paired, Summary, paired_difference, summarize_values
-from .sweep import _fmt, load_sweep
+from .sweep import DIVERGED, _fmt, load_sweep
 from .train import Config
 
 
 METRICS = ("max_test_acc", "last10_mean_test_acc", "final_test_acc", "final_val_acc")
 # A run is dead when its final test accuracy stays within this many points of chance (100 / classes).
-# (A run whose loss turns non-finite stops with NonFiniteLossError and leaves no summary.)
+# A run whose loss turned non-finite has no accuracy at all: its sweep recorded it in diverged.json.
 DEAD_MARGIN = 5.0
 
 
@@ -48,6 +48,17 @@ def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
         summary = json.loads(path.read_text())
         summary["config"] = Config.from_record(summary["config"]).to_dict()
         groups.setdefault(path.parent.parent.name, []).append(summary)
+    return groups
+
+
+def diverged(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The runs under ``folder`` whose training loss became non-finite, grouped by setting: the
+    records that :func:`resmooth.lab.sweep.train_or_record` wrote (the epoch, the loss, the seed)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(folder).glob(f"*/seed-*/{DIVERGED}")):
+        record = json.loads(path.read_text())
+        record["config"] = Config.from_record(record["config"]).to_dict()  # read back as collect() reads a summary
+        groups.setdefault(path.parent.parent.name, []).append(record)
     return groups
 
 
@@ -105,6 +116,7 @@ def report(folder: str | Path, *, write: bool = True) -> str:
     groups = collect(folder)
     if not groups:
         raise FileNotFoundError(f"no finished runs (*/seed-*/summary.json) under {folder}")
+    dead = diverged(folder)
     metrics = [m for m in METRICS if all(m in r for runs in groups.values() for r in runs)]
     rows = []
     for setting, runs in groups.items():
@@ -127,8 +139,18 @@ def report(folder: str | Path, *, write: bool = True) -> str:
         lines.append(f"| {row['setting']} | {row['trials']} | {row['dead']} | " + " | ".join(str(row[m]) for m in metrics) + " |")
     # The comparisons pair complete settings only: a setting still running would be chosen, or paired,
     # on the seeds it happens to have.
-    complete = {setting: runs for setting, runs in groups.items() if sweep is None or len(runs) >= sweep.trials}
-    running = sorted(set(groups) - set(complete))
+    # A setting with a diverged run is left out of them as well: paired on the seeds that survived, it
+    # would be judged on its luckiest runs.
+    if dead:
+        lines += ["", "Diverged (runs whose training loss became NaN or infinite: they have no accuracy, so they are "
+                  "not in the table above, and their settings are left out of the comparisons below): " + "; ".join(
+                      f"{setting}: {len(runs)} of {len(runs) + len(groups.get(setting, []))} runs (seeds "
+                      f"{', '.join(str(r['seed']) for r in runs)}), in epoch "
+                      + ", ".join(str(e) for e in sorted({r["epoch"] for r in runs}))
+                      for setting, runs in dead.items()) + "."]
+    complete = {setting: runs for setting, runs in groups.items()
+                if setting not in dead and (sweep is None or len(runs) >= sweep.trials)}
+    running = sorted(set(groups) - set(complete) - set(dead))
     if running:
         lines += ["", f"In progress (fewer than {sweep.trials} trials, left out of the comparisons below): "
                   + ", ".join(running) + "."]
