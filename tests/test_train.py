@@ -483,6 +483,35 @@ def test_a_budget_cut_keeps_every_seed_and_the_named_baseline_is_paired_with_eac
         load_sweep(file)
 
 
+def test_a_grid_block_with_its_own_seeds_adds_seeds_to_a_setting(tmp_path):
+    # More seeds for the headline pair (seed 2 of sgd), after the other settings in the file's priority order.
+    file = tmp_path / "tiny.toml"
+    file.write_text(SWEEP.replace('trials = 2', 'trials = 2\nbaseline = "method=sgd"')
+                    + '[[grid]]\nmethod = ["label-smoothing"]\nweight_decay = [1e-3]\n'
+                    + '[[grid]]\nmethod = ["sgd"]\nweight_decay = [1e-3]\nseed = [2]\n')
+    sweep = load_sweep(file)
+    assert sweep.setting_names() == ["method=sgd", "method=resmooth", "method=label-smoothing"]
+    assert [name for name, _ in sweep.runs()][-3:] == ["method=label-smoothing/seed-0", "method=label-smoothing/seed-1",
+                                                       "method=sgd/seed-2"]
+    assert [name for name, _ in sweep.runs(3)] == [name for name, _ in sweep.runs()][:-1]  # a budget cut drops it first
+    assert dict(sweep.runs())["method=sgd/seed-2"] == dataclasses.replace(dict(sweep.runs())["method=sgd/seed-0"], seed=2)
+    out = run_sweep(file, tmp_path / "results", quiet=True, settings=2)
+    out = run_sweep(file, out, quiet=True)
+    assert sorted(p.parent.name for p in out.glob("method=sgd/seed-*/summary.json")) == ["seed-0", "seed-1", "seed-2"]
+    assert [i["runs_to_go"] for i in read_jsonl(out / "invocations.jsonl")] == [4, 3]
+    groups = collect(out)
+    # Each setting is paired with sgd on the seeds both have: two, while sgd has three.
+    assert {s: p.n for s, _, p in against(groups, "method=sgd", "max_test_acc")} == {"method=resmooth": 2,
+                                                                                   "method=label-smoothing": 2}
+    assert "| method=sgd | 3 |" in report(out, write=False)
+    # Seeds that a setting already has, and seeds that are not seeds, are refused when the file is read.
+    for seeds, message in (("[1, 2]", "lists the same run twice: method=sgd/seed-1"), ("[2, 2]", "grid.3..seed must list"),
+                           ("[-1]", "grid.3..seed must list"), ("3", "grid.3..seed must be a non-empty list")):
+        file.write_text(file.read_text().rsplit("seed = ", 1)[0] + f"seed = {seeds}\n")
+        with pytest.raises(ValueError, match=message):
+            load_sweep(file)
+
+
 def test_jsonl_records_come_back_as_written(tmp_path):
     records = [{"epoch": 1, "test_acc": 0.1 + 0.2}, {"epoch": 2, "argv": ["a", "b"], "lr": 1e-3}]
     write_jsonl(tmp_path / "m.jsonl", records)

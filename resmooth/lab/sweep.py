@@ -16,6 +16,10 @@ A sweep file (read with ``tomllib``: data only, never code)::
     [[grid]]
     method = ["resmooth"]
     b = [0.1, 0.5]
+    [[grid]]                      # more seeds of settings above: the same values, a block's own seeds
+    method = ["sgd"]
+    weight_decay = [1e-3]
+    seed = [5, 6, 7, 8, 9]
 
 A classification run is a :class:`resmooth.lab.train.Config` trained by :func:`resmooth.lab.train.train`;
 a dense one (chapter 10) a :class:`resmooth.lab.dense.DenseConfig` trained by
@@ -25,6 +29,11 @@ again, and a run stopped part way resumes from its checkpoint. A run whose train
 NaN or infinite (:class:`~resmooth.lab.train.NonFiniteLossError`) is a result too: the sweep
 writes ``diverged.json`` (:data:`DIVERGED`) in its folder, skips it from then on like a finished
 run, and goes on with the others; the report counts it as dead.
+
+A grid block's ``seed`` list, the one list that is not a product, gives its settings those seeds
+instead of the sweep's ``trials``: a block that repeats a setting of an earlier block with other
+seeds adds seeds to that setting, in the same folders and paired with the others seed by seed, and
+takes its place in the file's priority order (``settings=K`` counts it as a setting).
 """
 
 from __future__ import annotations
@@ -109,6 +118,7 @@ class Sweep:
     kind: str = "classification"
     settings: list[dict[str, Any]] = field(init=False)
     _named: list[list[str]] = field(init=False, repr=False)
+    _seeds: list[list[int]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_int("trials", self.trials, 1)
@@ -118,22 +128,32 @@ class Sweep:
             raise ValueError(f"paper_table and baseline apply to kind='classification' only; got kind={self.kind!r}")
         if self.paper_table is not None and self.paper_table not in TABLES:
             raise ValueError(f"paper_table must be one of {', '.join(map(repr, TABLES))}; got {self.paper_table!r}")
-        if "seed" in self.base or any("seed" in block for block in self.grid):
-            raise ValueError("seed is set by trials and first_seed, not in base or grid")
-        self.settings, blocks = [], []
+        if "seed" in self.base:
+            raise ValueError("seed is set by trials and first_seed (or a grid block's seed list), not in base")
+        trials = list(range(self.first_seed, self.first_seed + self.trials))
+        self.settings, blocks, self._seeds = [], [], []
         for i, block in enumerate(self.grid or [{}]):
             for key, values in block.items():
                 if not isinstance(values, list) or not values:
                     raise ValueError(f"grid[{i}].{key} must be a non-empty list of values; got {values!r}")
+            block = dict(block)
+            seeds = block.pop("seed", trials)
+            if any(type(k) is not int or k < 0 for k in seeds) or len(set(seeds)) < len(seeds):
+                raise ValueError(f"grid[{i}].seed must list distinct integers >= 0 (the block's seeds); got {seeds!r}")
             for combo in itertools.product(*block.values()):
                 self.settings.append({**self.base, **dict(zip(block, combo))})
                 blocks.append(list(block))
+                self._seeds.append(seeds)
         # Every run's config is checked now, before any work starts.
         configs = [self.config({**values, "seed": self.first_seed}).to_dict() for values in self.settings]
-        varied = [k for k in dict.fromkeys(k for block in self.grid for k in block)
+        varied = [k for k in dict.fromkeys(k for block in self.grid for k in block if k != "seed")
                   if len({repr(c[k]) for c in configs}) > 1]
         # A setting is named by the fields its own grid block sets that differ across the sweep.
         self._named = [[k for k in varied if k in keys] for keys in blocks]
+        folders = [f"{name}/seed-{seed}" for name, seeds in zip(self._names(), self._seeds) for seed in seeds]
+        if len(set(folders)) < len(folders):
+            twice = sorted({f for f in folders if folders.count(f) > 1})[0]
+            raise ValueError(f"sweep {self.name!r} lists the same run twice: {twice} (a setting repeated with seeds it already has)")
         if self.baseline is not None and self.baseline not in self.setting_names():
             raise ValueError(f"baseline must name one of the sweep's settings ({', '.join(self.setting_names())}); "
                              f"got {self.baseline!r}")
@@ -143,19 +163,22 @@ class Sweep:
         :class:`~resmooth.lab.dense.DenseConfig`; unknown fields fail, naming them."""
         return KINDS[self.kind].config.from_dict(values)
 
-    def setting_names(self) -> list[str]:
-        """Each setting's folder name: the fields its grid block sets that differ across the sweep."""
+    def _names(self) -> list[str]:
+        # A setting is named by the fields its grid block sets that differ across the sweep, so a
+        # block that repeats an earlier setting with other seeds names the same folder.
         return [",".join(f"{k}={_fmt(values[k])}" for k in named) or "base" for values, named in zip(self.settings, self._named)]
 
-    def runs(self) -> list[tuple[str, Any]]:
-        """(folder, config) of every setting x trial: ``<setting>/seed-<k>``."""
+    def setting_names(self) -> list[str]:
+        """Each setting's folder name, once, in the file's order: the fields its grid block sets that
+        differ across the sweep."""
+        return list(dict.fromkeys(self._names()))
+
+    def runs(self, settings: int | None = None) -> list[tuple[str, Any]]:
+        """(folder, config) of every setting x seed, ``<setting>/seed-<k>``; of the first ``settings``
+        settings of the file only, when given (a block's seed list counts as a setting of its own)."""
         runs = []
-        for values, setting in zip(self.settings, self.setting_names()):
-            runs += [(f"{setting}/seed-{seed}", self.config({**values, "seed": seed}))
-                     for seed in range(self.first_seed, self.first_seed + self.trials)]
-        names = [name for name, _ in runs]
-        if len(set(names)) < len(names):
-            raise ValueError(f"sweep {self.name!r} lists the same setting twice: {sorted({n for n in names if names.count(n) > 1})[0]}")
+        for values, setting, seeds in list(zip(self.settings, self._names(), self._seeds))[:settings]:
+            runs += [(f"{setting}/seed-{seed}", self.config({**values, "seed": seed})) for seed in seeds]
         return runs
 
 
@@ -212,16 +235,14 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, quiet: bool = 
     if executor == "ray" and sweep.kind != "classification":
         raise ValueError(f"executor='ray' runs kind='classification' sweeps only; run the {sweep.kind} sweep "
                          f"{sweep.name!r} with executor='local'")
-    if settings is not None:
-        check_int("settings", settings, 1)
     if data_root is not None:
         sweep.settings = [{**s, "data_root": data_root} for s in sweep.settings]
     if device is not None:
         sweep.settings = [{**s, "device": device} for s in sweep.settings]
     out = Path(out) if out is not None else Path("results") / sweep.name
-    runs = sweep.runs()
     if settings is not None:
-        runs = runs[:settings * sweep.trials]
+        check_int("settings", settings, 1)
+    runs = sweep.runs(settings)
     for name, config in runs:
         _check_finished(out / name, config)
     out.mkdir(parents=True, exist_ok=True)
