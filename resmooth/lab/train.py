@@ -8,9 +8,11 @@ and runs SGD (or Adam, AdaGrad) with the method's objective, writing after every
 
 - ``OUT/metrics.jsonl``: one record per epoch (epoch, train_loss, train_acc, test_loss,
   test_acc, val_acc, lr, mean_kappa, smoothing_scale, seconds; the test and validation fields
-  only on the epochs that ``Config.evaluates``; the methods with a smoothing map also record
-  the rescaling ratio ``||W d||^2 / ||d||^2`` over the epoch's samples: ratio_mean, ratio_min,
-  ratio_max);
+  only on the epochs that ``Config.evaluates``, with the test set's calibration, test_nll,
+  test_brier and test_ece (:mod:`resmooth.lab.calibration`), and at the last epoch, where there
+  is a validation split, the temperature fitted on it and test_nll_scaled, test_brier_scaled,
+  test_ece_scaled after it; the methods with a smoothing map also record the rescaling ratio
+  ``||W d||^2 / ||d||^2`` over the epoch's samples: ratio_mean, ratio_min, ratio_max);
 - ``OUT/checkpoint.pt``: model, optimizer and random state, so that ``resume=True`` after a
   kill continues to the same result as a run that never stopped;
 
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_int, check_real, spelled
 from .._fields import from_record, from_values, inherited, option
+from .calibration import calibration, temperature_scaled
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
 from ..diffusivity import DiffusivityMap, refuse_unused, unread
 from ..loss import ResidualSmoothingLoss, SquaredErrorLoss
@@ -221,6 +224,10 @@ class Config:
         return epoch >= window or (epoch + 1) % self.eval_every == 0
 
 
+# The calibration record of an evaluated epoch (resmooth.lab.calibration); the last epoch adds the
+# temperature fitted on the validation split and the test figures after it (``_scaled``).
+CALIBRATION = tuple(f"test_{m}{scaled}" for scaled in ("", "_scaled") for m in ("nll", "brier", "ece"))
+
 DATA_FIELDS = ("dataset", "data_root", "subset", "val_fraction", "val_size", "seed", "device")
 
 
@@ -324,18 +331,20 @@ def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch_size: int, amp: bool) -> tuple[float, float]:
-    """Mean data-term loss and accuracy (in %) of ``model`` on (x, y), in eval mode."""
+def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch_size: int,
+             amp: bool) -> tuple[float, float, Tensor]:
+    """Mean data-term loss, accuracy (in %) and the float32 outputs of ``model`` on (x, y), in eval mode."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    outputs = []
     for xb, yb in batches(x, y, batch_size, shuffle=False):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(xb)
         loss_sum += objective.data_term(logits, yb).sum()
-        correct += (logits.argmax(1) == yb).sum()
+        outputs.append(logits.float())
     model.train()
-    return float(loss_sum) / len(x), 100.0 * float(correct) / len(x)
+    logits = torch.cat(outputs)
+    return float(loss_sum) / len(x), 100.0 * float((logits.argmax(1) == y).sum()) / len(x), logits
 
 
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, generator: torch.Generator,
@@ -469,10 +478,14 @@ def train(
             "train_acc": 100.0 * float(correct) / len(data.train_x),
         }
         if config.evaluates(epoch):
-            record["test_loss"], record["test_acc"] = evaluate(
+            record["test_loss"], record["test_acc"], test_logits = evaluate(
                 model, objective, data.test_x, data.test_y, config.eval_batch_size, amp)
+            record.update(calibration(test_logits, data.test_y, "test_"))
             if data.val_x is not None:
-                record["val_acc"] = evaluate(model, objective, data.val_x, data.val_y, config.eval_batch_size, amp)[1]
+                _, record["val_acc"], val_logits = evaluate(model, objective, data.val_x, data.val_y,
+                                                            config.eval_batch_size, amp)
+                if epoch + 1 == config.epochs:  # temperature scaling, fitted on the validation split
+                    record.update(temperature_scaled(test_logits, data.test_y, val_logits, data.val_y, "test_"))
         elapsed += time.perf_counter() - tic
         record.update(lr=lr, mean_kappa=float(kappa_sum) / steps_per_epoch if objective.smoothing else 0.0,
                       smoothing_scale=float(scale_sum) / steps_per_epoch if objective.smoothing else 0.0, seconds=elapsed)
@@ -522,6 +535,10 @@ def summarize(config: Config, metrics: list[dict[str, Any]], device: torch.devic
         "seed": config.seed,
         **environment(device),
     }
+    # Calibration at the last epoch (runs from before it was measured lack it).
+    summary.update({f"final_{k}": metrics[-1][k] for k in CALIBRATION if k in metrics[-1]})
+    if "temperature" in metrics[-1]:
+        summary["temperature"] = metrics[-1]["temperature"]
     if "val_acc" in metrics[-1]:
         summary["final_val_acc"] = metrics[-1]["val_acc"]
         summary["max_val_acc"] = max(m["val_acc"] for m in evaluated)
