@@ -3,9 +3,9 @@
 The public names of the library, re-exported from the module named after each idea. The
 conventions they follow are fixed in the book's appendix, Conventions and notation.
 
-``resmooth.residual`` and ``resmooth.diffusivity`` are modules (``import resmooth.diffusivity as
-d; d.DiffusivityMap``) that, called, are their functions of the same name
-(``resmooth.residual(z, y)``, ``resmooth.diffusivity(d, t)``).
+``resmooth.residual`` and ``resmooth.diffusivity`` are the modules of those ideas; their functions
+of the same name are called as ``resmooth.functional.residual(z, y)`` and
+``resmooth.functional.diffusivity(d, t)``.
 
 This package is the loss and needs torch alone. The trainer, data, models and studies that the
 book runs are :mod:`resmooth.lab`, which needs the ``train`` extra (``pip install 'resmooth[train]'``).

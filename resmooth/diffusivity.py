@@ -21,7 +21,6 @@ once, by :class:`DiffusivityMap`, which the loss and the trainers' configs share
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -30,7 +29,6 @@ import torch
 
 from ._checks import check_choice, check_floating, check_progress, check_real, spelled
 from ._fields import option
-from ._modules import CallableModule
 from .annealing import DISTRIBUTIONS, annealing_curve
 from .residual import scaled_normalized
 
@@ -192,6 +190,3 @@ def diffusivity(
     kappa = kappa_map.kappa(d.detach(), kappa_map.scale(None if t is None else check_progress("t", t)))
     return kappa.expand_as(d) if isinstance(kappa, Tensor) else torch.full_like(d, kappa)
 
-
-# The package exported the function diffusivity under this module's name: the module, called, is the function.
-sys.modules[__name__].__class__ = CallableModule

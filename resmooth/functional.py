@@ -21,8 +21,8 @@ from torch import Tensor
 
 from ._checks import check_choice, check_floating, check_int, check_progress, check_real, reads_back
 from .diffusion import GlobalSmoothedNorm, explicit_euler, graph_laplacian, stable_steps
-from .diffusivity import DEFAULTS, DiffusivityMap
-from .residual import ACTIVATIONS, difference
+from .diffusivity import DEFAULTS, DiffusivityMap, diffusivity
+from .residual import ACTIVATIONS, difference, residual
 
 REDUCTIONS = ("mean", "sum", "none")
 OPERATORS = ("auto", "global", "grid")

@@ -164,7 +164,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
     kappa fixed: the global scheme's kappa does not depend on the input, so gradcheck passes
     there; for the others compare with autograd through the dense layer of Eq. 22,
     ``(smoothing_matrix(criterion.last_kappa) @ d.unsqueeze(-1)).square().sum() / N`` with
-    ``d = resmooth.residual(z, y)`` (the tests do both).
+    ``d = resmooth.functional.residual(z, y)`` (the tests do both).
 
     A hyperparameter that the scheme or the operator does not read must keep its default:
     :class:`~resmooth.diffusivity.DiffusivityMap` refuses the scheme's (``alpha`` under

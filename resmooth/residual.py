@@ -8,13 +8,11 @@ target (one-hot for class indices). Normalization is per sample, over all its el
 
 from __future__ import annotations
 
-import sys
 
 import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_floating, reads_back
-from ._modules import CallableModule
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 NORMALIZE_EPS = 1e-8
@@ -129,6 +127,3 @@ def scaled_normalized(d: Tensor, gain: float) -> Tensor:
     std = torch.linalg.vector_norm(centred, dim=1, keepdim=True).mul_(flat.shape[1] ** -0.5)
     return centred.mul_(gain / (std + NORMALIZE_EPS)).view_as(d)
 
-
-# The package exported the function residual under this module's name: the module, called, is the function.
-sys.modules[__name__].__class__ = CallableModule

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import requires_cuda
-from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, annealing_scale, diffusivity, heat_diffuse, squared_error_loss
+from resmooth import ResidualSmoothingLoss, SquaredErrorLoss, annealing_scale, heat_diffuse, squared_error_loss
+from resmooth.functional import diffusivity
 from resmooth.diffusivity import IGNORED, DiffusivityMap
 
 
@@ -364,7 +365,8 @@ def test_bad_calls_name_the_argument():
 
 
 def test_bad_arguments_to_the_functions():
-    from resmooth import annealing_scale, diffusivity, heat_diffuse, laplacian, smoothing_matrix
+    from resmooth import annealing_scale, heat_diffuse, laplacian, smoothing_matrix
+    from resmooth.functional import diffusivity
 
     with pytest.raises(ValueError, match="b must be > 0"):
         annealing_scale(0.5, b=0.0)
@@ -409,10 +411,13 @@ def test_cuda_bf16_autocast_backward():
     assert torch.isfinite(out) and torch.isfinite(model.weight.grad).all()
 
 
-# Issue 22, item 1: the submodules are reachable, and the functions of their names still work.
+# Issue 22, item 1, and issue 32, item 7: the submodules are reachable as plain modules, and their
+# functions of the same names are called by their own names from resmooth.functional.
 
 
-def test_the_submodules_are_reachable_and_called_are_their_functions():
+def test_the_submodules_are_plain_modules_and_their_functions_are_in_functional():
+    import types
+
     import resmooth
     import resmooth.diffusivity as diffusivity_module
     import resmooth.residual as residual_module
@@ -420,13 +425,16 @@ def test_the_submodules_are_reachable_and_called_are_their_functions():
 
     assert diffusivity_module.DiffusivityMap is DiffusivityMap
     assert residual_module.normalize_residual is resmooth.normalize_residual
+    assert type(residual_module) is types.ModuleType and type(diffusivity_module) is types.ModuleType
+    assert not callable(resmooth.residual) and not callable(resmooth.diffusivity)
+    assert resmooth.functional.residual is residual_module.residual
+    assert resmooth.functional.diffusivity is diffusivity_module.diffusivity
     z, y = torch.randn(4, 5, dtype=torch.float64), torch.randint(0, 5, (4,))
-    d = resmooth.residual(z, y)
-    torch.testing.assert_close(d, residual_module.residual(z, y), rtol=0, atol=0)
-    torch.testing.assert_close(resmooth.diffusivity(d, 0.3), diffusivity_module.diffusivity(d, 0.3), rtol=0, atol=0)
+    torch.testing.assert_close(resmooth.functional.residual(z, y), (z.softmax(1) - torch.eye(5)[y]).abs())
     assert old_path is resmooth.functional.squared_error_loss is resmooth.squared_error_loss
     for name in resmooth.__all__:
-        assert callable(getattr(resmooth, name)), name
+        if name not in ("residual", "diffusivity"):  # the modules
+            assert callable(getattr(resmooth, name)), name
 
 
 # Item 2: torch.compile with the default arguments.
@@ -624,7 +632,8 @@ def test_the_docstrings_cite_the_paper_and_document_forward():
 
 
 def test_gradcheck_of_the_full_scheme_fails_by_design_and_the_documented_check_passes():
-    from resmooth import residual, smoothing_matrix
+    from resmooth import smoothing_matrix
+    from resmooth.functional import residual
 
     g = torch.Generator().manual_seed(5)
     z = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
