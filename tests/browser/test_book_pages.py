@@ -16,6 +16,11 @@ typesetting (`MathJax.startup.promise`), and then fails on
   output with an `...Error:`/`...Exception:`/`ERROR` line. Cells tagged `raises-exception` are
   the one exception: their author asked for the error to be shown.
 
+Then, at 1280 CSS pixels with every fold opened (hidden cells, solutions), on every page: a display
+equation whose typeset box is wider than the box MathJax puts it in (an equation number takes its
+share), and a line of a code cell's input that runs past the right edge of its <pre>; each named,
+with the page, the equation's label or TeX, the cell and the line.
+
 Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON
 messages ending in NUL on file descriptors 3 and 4), so nothing beyond the standard library and
 Debian's `chromium` package is needed.
