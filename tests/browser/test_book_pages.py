@@ -16,6 +16,11 @@ typesetting (`MathJax.startup.promise`), and then fails on
   output with an `...Error:`/`...Exception:`/`ERROR` line. Cells tagged `raises-exception` are
   the one exception: their author asked for the error to be shown.
 
+Then, at 1280 CSS pixels with every fold opened (hidden cells, solutions), on every page: a display
+equation whose typeset box is wider than the box MathJax puts it in (an equation number takes its
+share), and a line of a code cell's input that runs past the right edge of its <pre>; each named,
+with the page, the equation's label or TeX, the cell and the line.
+
 Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON
 messages ending in NUL on file descriptors 3 and 4), so nothing beyond the standard library and
 Debian's `chromium` package is needed.
@@ -512,3 +517,130 @@ def test_the_books_figures_are_on_their_pages_and_load(tab, server, page, spec):
     assert len(images) >= spec["least"], f"{page}.html: {len(images)} images where {spec} expects {spec['least']}"
     broken = [image["src"] for image in images if not image["ok"]]
     assert not broken, f"{page}.html: images that do not load (naturalWidth 0): {broken}"
+
+
+# --------------------------------------------------------------------------------------------
+# Nothing wider than its column: every display equation and every line of code, on every page,
+# measured at the width a reader on a laptop sees (1280 CSS pixels), with every fold opened (the
+# hidden code cells and the exercises' solutions): what a reader who unfolds them sees.
+
+LAYOUT_WIDTH = 1280
+
+MEASURE_LAYOUT_JS = r"""
+(async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  // Open every fold: <details> (hidden cells) and sphinx-togglebutton's dropdowns (solutions).
+  for (const d of document.querySelectorAll("details")) d.open = true;
+  for (const e of document.querySelectorAll(".toggle-hidden")) e.classList.remove("toggle-hidden");
+  await new Promise(requestAnimationFrame);
+  const brief = (text, n = 90) => {
+    text = text.replace(/\s+/g, " ").trim();
+    return text.length > n ? text.slice(0, n) + "..." : text;
+  };
+  const tex = new Map();  // MathJax's container -> the TeX it typeset
+  try {
+    for (const item of MathJax.startup.document.math) tex.set(item.typesetRoot, item.math);
+  } catch (e) {}
+
+  // A display equation is cut when its typeset box (mjx-math) is wider than the box MathJax puts
+  // it in (mjx-container, which scrolls: overflow-x auto); an equation number takes its share.
+  const equations = [];
+  for (const box of document.querySelectorAll('mjx-container[display="true"]')) {
+    const math = box.querySelector("mjx-math");
+    if (!math || box.clientWidth === 0) continue;
+    const width = math.getBoundingClientRect().width;
+    if (width > box.clientWidth + 1 || box.scrollWidth > box.clientWidth + 1) {
+      const label = box.closest("[id^=equation-]");
+      equations.push({width: Math.round(width), column: box.clientWidth,
+                      label: label ? label.id.replace(/^equation-/, "") : "",
+                      tex: brief(tex.get(box) || box.textContent)});
+    }
+  }
+
+  // A line of a code cell's input is cut when it runs past the right edge of its <pre>'s
+  // visible box (the <pre> scrolls: scrollWidth > clientWidth). Each line is measured with a
+  // Range over its text, so that the one that is cut can be named.
+  const lines = [];
+  const cells = [...document.querySelectorAll("div.cell div.cell_input pre")];
+  cells.forEach((pre, cell) => {
+    if (pre.clientWidth === 0 || pre.scrollWidth <= pre.clientWidth) return;
+    const edge = pre.getBoundingClientRect().left + pre.clientLeft + pre.clientWidth;
+    const found = [{text: "", right: -Infinity}];
+    const walker = document.createTreeWalker(pre, NodeFilter.SHOW_TEXT);
+    for (let node; (node = walker.nextNode());) {
+      let offset = 0;
+      node.data.split("\n").forEach((part, k) => {
+        if (k > 0) found.push({text: "", right: -Infinity});
+        if (part.length) {
+          const range = document.createRange();
+          range.setStart(node, offset);
+          range.setEnd(node, offset + part.length);
+          const line = found[found.length - 1];
+          for (const rect of range.getClientRects()) line.right = Math.max(line.right, rect.right);
+          line.text += part;
+        }
+        offset += part.length + 1;
+      });
+    }
+    found.forEach((line, k) => {
+      if (line.right > edge + 0.5) {
+        lines.push({cell: cell + 1, line: k + 1, over: Math.round(line.right - edge),
+                    chars: line.text.length, text: brief(line.text, 70)});
+      }
+    });
+  });
+  return {equations, lines, cells: cells.length};
+})()
+"""
+
+_LAYOUT: dict[str, dict] = {}
+
+
+def measure_layout(tab, server: str, page: str) -> dict:
+    """The display equations and code lines of one page that are wider than their boxes, at
+    LAYOUT_WIDTH with every fold open (measured once per page, for both tests below)."""
+    if page not in _LAYOUT:
+        browser, session = tab
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": LAYOUT_WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+                     session=session)
+        try:
+            browser.events.clear()
+            browser.send("Page.navigate", {"url": f"{server}/{page}.html"}, session=session)
+            browser.wait_for("Page.loadEventFired", session, LOAD_TIMEOUT)
+            result = browser.send(
+                "Runtime.evaluate",
+                {"expression": MEASURE_LAYOUT_JS, "awaitPromise": True, "returnByValue": True},
+                session=session,
+                timeout=COMMAND_TIMEOUT + MATHJAX_TIMEOUT_MS / 1000,
+            )
+        finally:
+            browser.send("Emulation.clearDeviceMetricsOverride", session=session)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{page}.html: the measurement failed: {result['exceptionDetails']}")
+        _LAYOUT[page] = result["result"]["value"]
+    return _LAYOUT[page]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_display_equations_fit_their_column(tab, server, page):
+    if not (HTML_DIR / f"{page}.html").is_file():
+        pytest.fail(f"{page}.html is not in the built book at {HTML_DIR} (run `make book`)")
+    wide = measure_layout(tab, server, page)["equations"]
+    if wide:
+        pytest.fail("\n".join(
+            f"{page}.html: display equation {('(' + e['label'] + ') ') if e['label'] else ''}is {e['width']} px wide"
+            f" in a column of {e['column']} px at {LAYOUT_WIDTH} px: {e['tex']}"
+            for e in wide), pytrace=False)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_code_lines_fit_their_block(tab, server, page):
+    if not (HTML_DIR / f"{page}.html").is_file():
+        pytest.fail(f"{page}.html is not in the built book at {HTML_DIR} (run `make book`)")
+    cut = measure_layout(tab, server, page)["lines"]
+    if cut:
+        pytest.fail("\n".join(
+            f"{page}.html: code cell {c['cell']}, line {c['line']} ({c['chars']} characters) runs {c['over']} px"
+            f" past its block at {LAYOUT_WIDTH} px: {c['text']}"
+            for c in cut), pytrace=False)
