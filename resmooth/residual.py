@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_floating, reads_back
+from ._checks import check_choice, check_floating, in_transform, reads_back
 from .diffusion import TWO_LOGITS
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
@@ -74,8 +74,10 @@ def dense_target(target: Tensor, input: Tensor, validate_args: bool = True, igno
             f"target holds class indices outside [0, {num_classes - 1}] (input has {num_classes} classes along "
             "dim 1)" + ("" if ignore_index is None else f" that are not ignore_index={ignore_index}")
         )
-    # scatter_ builds the one-hot in the input's dtype directly (F.one_hot makes int64 first).
-    return torch.zeros_like(input).scatter_(1, target.long().unsqueeze(1), 1.0)
+    # scatter_ builds the one-hot in the input's dtype directly (F.one_hot makes int64 first); in
+    # place but under a torch.func transform, where only the out-of-place scatter has a batching rule.
+    index, zeros = target.long().unsqueeze(1), torch.zeros_like(input)
+    return zeros.scatter(1, index, 1.0) if in_transform() else zeros.scatter_(1, index, 1.0)
 
 
 def difference(
