@@ -6,40 +6,51 @@ The paper smooths the residual with the heat equation ``du/dtau = kappa * Laplac
 (Eq. 8). On a grid (images, maps) the Laplacian is the finite-difference stencil with a
 zero-flux (Neumann) boundary. For class outputs there is no grid, and the paper's smoothing
 layer (Eq. 22) is one explicit Euler step on the complete graph over the M classes, whose
-graph Laplacian is ``M I - 1 1^T``: every class touches every other. Eq. 22 is here in three
-forms: the dense matrix W (:func:`smoothing_matrix`, for teaching and testing), its O(M)
-product (:func:`smooth_residual`), and the fused autograd node of ``||W d||^2`` that the loss
-trains with (:class:`GlobalSmoothedNorm`).
+graph Laplacian is ``M I - 1 1^T``: every class touches every other. Eq. 22's product ``W d``
+is written once, in O(M) (:func:`smooth_residual`, and the private ``_smooth`` that the loss
+calls with its checks done); the dense matrix W (:func:`smoothing_matrix`) is the reference
+that the tests and the book compare it with; :class:`GlobalSmoothedNorm` is the fused autograd
+node of ``||W d||^2`` that the loss trains with.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._checks import check_floating, check_int, check_real
+from ._checks import check_floating, check_int, check_real, in_transform
+
+# What to tell the caller whose input has a single element along the class dim.
+TWO_LOGITS = ("for a binary task output two logits, (N, 2), with activation='softmax' (a sigmoid of their "
+              "difference), or use SquaredErrorLoss")
 
 
-def _check_classes(kappa_or_d: Tensor, name: str) -> int:
-    if kappa_or_d.ndim < 1 or kappa_or_d.shape[-1] < 2:
+def check_classes(m: int, name: str, shape: tuple[int, ...], advice: str = "") -> int:
+    """Refuse fewer than M = 2 elements to smooth between: Eq. 22 divides by M - 1.
+
+    The one check of M for the global operator, whoever calls it (:func:`smoothing_matrix`,
+    :func:`smooth_residual`, the loss); ``advice`` is added to the message.
+    """
+    if m < 2:
         raise ValueError(
-            f"{name} must have at least M = 2 elements along its last dim for the global operator "
-            f"(Eq. 22 divides by M - 1); got shape {tuple(kappa_or_d.shape)}"
+            f"{name} must have at least M = 2 elements to smooth between for the global operator (Eq. 22 "
+            f"divides by M - 1); got shape {shape}" + (f". {advice[0].upper()}{advice[1:]}" if advice else "")
         )
-    return kappa_or_d.shape[-1]
+    return m
 
 
 def smoothing_matrix(kappa: Tensor) -> Tensor:
     """The dense smoothing layer W of Eq. 22, shape (..., M, M), for kappa of shape (..., M).
 
     ``W[j, j] = 1 - kappa_j`` and ``W[j, k] = kappa_j / (M - 1)`` for ``k != j``; each row sums
-    to 1. This is the paper's O(M^2) form, kept for teaching and testing: use
-    :func:`smooth_residual` to apply it.
+    to 1. This is the paper's O(M^2) form, kept as the reference that the tests and the book
+    compare the O(M) product with: use :func:`smooth_residual` to apply it.
     """
     check_floating("kappa", kappa)
-    m = _check_classes(kappa, "kappa")
+    m = check_classes(kappa.shape[-1] if kappa.ndim else 0, "kappa", tuple(kappa.shape))
     off = (kappa / (m - 1)).unsqueeze(-1).expand(*kappa.shape, m)
     eye = torch.eye(m, dtype=torch.bool, device=kappa.device)
     return torch.where(eye, (1 - kappa).unsqueeze(-1), off)
@@ -48,6 +59,20 @@ def smoothing_matrix(kappa: Tensor) -> Tensor:
 def graph_laplacian(v: Tensor) -> Tensor:
     """``(M I - 1 1^T) v`` over the last dim: the Laplacian of the complete graph on M nodes."""
     return torch.add(v.sum(dim=-1, keepdim=True).neg_(), v, alpha=v.shape[-1])
+
+
+def _smooth(d: Tensor, kappa: Tensor | float) -> Tensor:
+    """``W d = d - h kappa L d`` over the last dim, ``h = 1 / (M - 1)``: Eq. 22 in O(M), unchecked.
+
+    The one place that Eq. 22's product is written; its transpose is in
+    :meth:`GlobalSmoothedNorm.backward`.
+    """
+    value = -1.0 / (d.shape[-1] - 1)
+    lap = graph_laplacian(d)
+    # In one pass, for a tensor or a number kappa.
+    if isinstance(kappa, Tensor):
+        return torch.addcmul(d, kappa, lap, value=value)
+    return torch.add(d, lap, alpha=value * kappa)
 
 
 def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
@@ -63,51 +88,92 @@ def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
         kappa: the diffusivity, a number or a tensor broadcastable to ``d``.
     """
     check_floating("d", d)
-    m = _check_classes(d, "d")
-    return d - kappa * graph_laplacian(d) / (m - 1)
+    check_classes(d.shape[-1] if d.ndim else 0, "d", tuple(d.shape))
+    return _smooth(d, kappa)
 
 
 class GlobalSmoothedNorm(torch.autograd.Function):
-    """``g_i = ||W_i d_i||^2``, ``d = |x|``, for the global operator (Eq. 22), kappa held constant.
+    """``(g, r)``, ``r = W d`` and ``g = ||r||^2`` over the last dim, for the global operator
+    (Eq. 22), with ``d = |x|`` given and kappa held constant.
 
     The loss's form of Eq. 22 in training (:class:`~resmooth.ResidualSmoothingLoss`): one autograd
-    node in place of about ten. With ``h = 1 / (M - 1)`` and L the complete
-    graph's Laplacian, ``W = I - h diag(kappa) L``; L is symmetric, so
-    ``W^T = I - h L diag(kappa)``, and both products are O(M). This is :func:`smooth_residual`
-    and the squared norm, fused; the tests check it against the dense matrix of Algorithm 1.
+    node in place of about ten. With ``h = 1 / (M - 1)`` and L the complete graph's Laplacian,
+    ``W = I - h diag(kappa) L``; L is symmetric, so ``W^T = I - h L diag(kappa)``, and both
+    products are O(M). ``d`` is ``|x|`` detached (the loss computes it once for kappa too): the
+    derivatives with respect to ``x`` are this node's, ``d|x|/dx = sign(x)``.
 
-    Its backward is made of differentiable operations, so second derivatives are right too
-    (``torch.autograd.gradgradcheck``): under ``create_graph=True`` it recomputes ``r = W |x|``
-    from ``x``, since the ``r`` saved by the forward carries no graph.
+    ``r`` is an output, so that the backward's use of it is differentiable: second derivatives
+    (``create_graph=True``, ``torch.autograd.gradgradcheck``, ``torch.func.hessian``) follow
+    through it, and a gradient that reaches ``r`` itself is taken. It has the ``setup_context``
+    form that torch.func needs: ``vmap`` runs it through its generated rule, ``grad`` and
+    ``jacrev`` through :meth:`backward`, ``jvp``, ``jacfwd`` and ``hessian`` through :meth:`jvp`.
+    torch.compile cannot trace a custom ``jvp``: compiled code calls ``_GlobalSmoothedNormCompiled``,
+    the same node without it (:func:`global_smoothed_norm` picks).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: Tensor, d: Tensor, kappa: Tensor | float) -> Tensor:  # type: ignore[override]
-        h = 1.0 / (x.shape[1] - 1)
-        r = _add_product(d, kappa, graph_laplacian(d), -h)  # W d = d - h kappa L d
+    def forward(x: Tensor, d: Tensor, kappa: Tensor | float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        r = _smooth(d, kappa)
+        return torch.linalg.vector_norm(r, dim=-1).square(), r
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        x, _, kappa = inputs
+        _, r = output
         # kappa needs no gradient: a tensor is saved as one, a number kept as it is.
         tensor_kappa = isinstance(kappa, Tensor)
-        ctx.h, ctx.kappa = h, None if tensor_kappa else kappa
-        ctx.save_for_backward(x, r, kappa if tensor_kappa else None)
-        return torch.linalg.vector_norm(r, dim=1).square_()
+        ctx.h, ctx.kappa = 1.0 / (x.shape[-1] - 1), None if tensor_kappa else kappa
+        saved = (x, r, kappa if tensor_kappa else None)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.set_materialize_grads(False)  # r's gradient is None unless r is used
 
     @staticmethod
-    def backward(ctx, grad_g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_g: Tensor | None, grad_r: Tensor | None) -> tuple[Tensor | None, None, None]:  # type: ignore[override]
         x, r, saved_kappa = ctx.saved_tensors
         kappa = ctx.kappa if saved_kappa is None else saved_kappa
-        if torch.is_grad_enabled():  # create_graph: r as a function of x, for the second derivative
-            d = x.abs()
-            r = _add_product(d, kappa, graph_laplacian(d), -ctx.h)
-        grad_d = torch.add(r, graph_laplacian(kappa * r), alpha=-ctx.h)  # W^T r = r - h L (kappa r)
-        # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward.
-        return grad_d.mul_(x.sign()).mul_(2 * grad_g.unsqueeze(1)), None, None
+        # The gradient with respect to r: 2 grad_g r from g = ||r||^2, plus grad_r where r is used.
+        if grad_g is None:
+            if grad_r is None:
+                return None, None, None
+            v, scale = grad_r, None
+        elif grad_r is None:
+            v, scale = r, 2 * grad_g.unsqueeze(-1)  # applied after W^T, as it is a factor per row
+        else:
+            v, scale = torch.addcmul(grad_r, r, grad_g.unsqueeze(-1), value=2.0), None
+        grad_d = torch.add(v, graph_laplacian(kappa * v), alpha=-ctx.h)  # W^T v = v - h L (kappa v)
+        # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward. In place but under a torch.func
+        # transform, where grad_d may be unbatched and x batched, which in-place arithmetic refuses.
+        factors = (x.sign(),) if scale is None else (x.sign(), scale)
+        for factor in factors:
+            grad_d = grad_d * factor if in_transform() else grad_d.mul_(factor)
+        return grad_d, None, None
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor | None, d_t: Any, kappa_t: Any) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        x, r, saved_kappa = ctx.saved_tensors
+        kappa = ctx.kappa if saved_kappa is None else saved_kappa
+        if x_t is None:
+            x_t = torch.zeros_like(x)
+        r_t = _smooth(x_t * x.sign(), kappa)  # W d_t, d_t = sign(x) x_t
+        return 2 * (r * r_t).sum(dim=-1), r_t
 
 
-def _add_product(a: Tensor, kappa: Tensor | float, b: Tensor, value: float) -> Tensor:
-    """``a + value * kappa * b`` in one pass, for a tensor or a number ``kappa``."""
-    if isinstance(kappa, Tensor):
-        return torch.addcmul(a, kappa, b, value=value)
-    return torch.add(a, b, alpha=value * kappa)
+class _GlobalSmoothedNormCompiled(GlobalSmoothedNorm):
+    """:class:`GlobalSmoothedNorm` without its ``jvp``, which torch.compile's Dynamo refuses to
+    trace (a compiled loss has no forward-mode derivative through this node)."""
+
+    # The base's own jvp, which Dynamo recognises as no custom rule (its signature is the base's).
+    jvp = staticmethod(torch.autograd.Function.jvp)  # type: ignore[assignment]
+
+
+def global_smoothed_norm(x: Tensor, d: Tensor, kappa: Tensor | float) -> Tensor:
+    """``||W |x| ||^2`` over the last dim (:class:`GlobalSmoothedNorm`), ``d = |x|`` detached."""
+    node = _GlobalSmoothedNormCompiled if torch.compiler.is_compiling() else GlobalSmoothedNorm
+    g, _ = node.apply(x, d, kappa)
+    return g
 
 
 def laplacian(u: Tensor, ndim: int) -> Tensor:

@@ -15,20 +15,21 @@ full      ``S(dn; s(t), alpha)``              Sec. 4.3.3, Eq. 19
 ``dn`` is the normalized residual (Eq. 18) and ``s(t)`` the annealing scale (Eq. 13/14).
 
 The hyperparameters (scheme, distribution, mu, b, alpha, s) are defined, defaulted and checked
-once, by :class:`DiffusivityMap`, which the loss and the trainers' configs share.
+once, by :class:`DiffusivityMap`, which the loss and the trainers' configs share. The paper's
+settings (its Table 1 and Table 3): Laplace annealing with b = 0.2 or 0.5, Logistic with b = 0.25
+or 0.5, alpha = 1, the peak mu at 75% of training; the global scheme's grid b = 0.1 to 0.9.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-
-from torch import Tensor
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from ._checks import check_choice, check_floating, check_progress, check_real, spelled
-from ._fields import option
 from .annealing import DISTRIBUTIONS, annealing_curve
 from .residual import scaled_normalized
 
@@ -65,7 +66,22 @@ class DiffusivityMap:
 
     The one definition that :func:`diffusivity`, :class:`~resmooth.loss.ResidualSmoothingLoss`
     and the trainers' configs (:class:`~resmooth.lab.train.Config`,
-    :class:`~resmooth.lab.dense.DenseConfig`) share: each field's help is the command line's.
+    :class:`~resmooth.lab.dense.DenseConfig`) share; the command line's help for each field is
+    the lab's. The fields after ``scheme`` are keyword-only.
+
+    Attributes:
+        scheme: ``"global"`` (Eq. 15), ``"local"`` (Eq. 17) or ``"full"`` (Eq. 19). Default
+            ``"full"``, the paper's method (its Table 3).
+        distribution: the annealing density of the scale s(t), ``"laplace"`` (Eq. 14) or
+            ``"logistic"`` (Eq. 13). Default ``"laplace"``.
+        mu: where s(t) peaks, as a fraction of training. Default 0.75, the paper's. Outside
+            [0, 1] the peak lies outside the run, and s(t) only rises (``mu > 1``) or only falls
+            (``mu < 0``).
+        b: the density's scale, > 0, in units of training progress; larger is flatter. Default
+            0.5; the paper's Table 3 uses 0.2 and 0.5 (Laplace), 0.25 and 0.5 (Logistic).
+        alpha: the steepness, >= 0, of the sigmoid of the normalized residual (Eq. 10; 0 makes
+            kappa constant). Default 1, the paper's Table 3.
+        s: the constant scale, >= 0, of the local scheme (Eq. 17). Default 1.
 
     A hyperparameter that the scheme does not read must keep its default (``alpha`` under
     ``"global"``, which may also be the 0 that the scheme fixes; ``s`` outside ``"local"``;
@@ -76,23 +92,19 @@ class DiffusivityMap:
         ValueError, TypeError: a value out of range, of the wrong type, or ignored by the scheme.
     """
 
-    scheme: str = option("full", "the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19); the "
-                         "parameters that it does not read must keep their defaults", SCHEMES)
-    distribution: str = option("laplace", "the annealing density of the scale s(t), laplace (Eq. 14) or logistic "
-                               "(Eq. 13)", DISTRIBUTIONS)
-    mu: float = option(0.75, "where the annealing scale s(t) peaks, as a fraction of training; outside [0, 1] the "
-                       "peak lies outside the run, and s(t) only rises (mu > 1) or only falls (mu < 0)")
-    b: float = option(0.5, "the scale b > 0 of the annealing density, in units of training progress "
-                      "(s(t) = exp(-|t - mu| / b) for laplace; larger is flatter)")
-    alpha: float = option(1.0, "the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized residual "
-                          "(Eq. 10; 0 makes kappa constant)")
-    s: float = option(1.0, "the constant scale s >= 0 of the local scheme's diffusivity (Eq. 17); the global and "
-                      "full schemes take theirs from the annealing s(t)")
+    scheme: str = "full"
+    _: KW_ONLY
+    distribution: str = "laplace"
+    mu: float = 0.75
+    b: float = 0.5
+    alpha: float = 1.0
+    s: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("scheme", self.scheme, SCHEMES)
         check_choice("distribution", self.distribution, DISTRIBUTIONS)
-        # Stored as floats, so that an int and a float of one value are one map.
+        # Stored as floats, so that an int, a float, a NumPy number and a 0-d tensor of one
+        # value are one map.
         for name, minimum, strict in (("mu", None, False), ("b", 0.0, True), ("alpha", 0.0, False), ("s", 0.0, False)):
             object.__setattr__(self, name, check_real(name, getattr(self, name), minimum=minimum, strict=strict))
         for name, why in IGNORED[self.scheme].items():
@@ -101,7 +113,7 @@ class DiffusivityMap:
             check_default(name, getattr(self, name), f"{spelled('scheme', self.scheme)} {why}")
 
     @classmethod
-    def of(cls, owner: object, **values: object) -> DiffusivityMap:
+    def of(cls, owner: object, **values: Any) -> DiffusivityMap:
         """The map whose fields ``owner`` (a config) holds as attributes of the same names; ``values`` set the others."""
         return cls(**{f.name: getattr(owner, f.name) for f in dataclasses.fields(cls) if f.name not in values}, **values)
 
@@ -115,12 +127,20 @@ class DiffusivityMap:
         """The largest kappa of a run: ``s(t) <= 1`` peaks at 1, halved by the global scheme; ``s`` (local)."""
         return {"global": 0.5, "local": self.s, "full": 1.0}[self.scheme]
 
-    def scale(self, t: float | Tensor | None) -> float | Tensor:
-        """The sigmoid's scale: ``s(t)`` (Eq. 13/14) at a checked progress ``t``, or the constant ``s`` (local)."""
+    def scale(self, t: float | Tensor | None, name: str = "t") -> float | Tensor:
+        """The sigmoid's scale: ``s(t)`` (Eq. 13/14) at a checked progress ``t``, or the constant ``s`` (local).
+
+        The one check that a scheme with an annealed scale has its progress; ``name`` is what the
+        caller calls it.
+        """
         if not self.annealed:
             return self.s
         if t is None:
-            raise ValueError(f"t (training progress in [0, 1]) is required by scheme={self.scheme!r}")
+            raise ValueError(
+                f"{name} (training progress in [0, 1]) is required by scheme={self.scheme!r}, whose scale s(t) is "
+                f"annealed over training (scheme='local' reads none): pass {name}=t, or construct "
+                "ResidualSmoothingLoss(..., total_steps=N) and call its step() once per optimizer step"
+            )
         return annealing_curve(t, self.mu, self.b, self.distribution)
 
     def kappa(self, d: Tensor, scale: float | Tensor) -> float | Tensor:
@@ -134,9 +154,13 @@ class DiffusivityMap:
         return scaled_normalized(d, self.alpha).sigmoid_().mul_(scale)
 
 
+# Each field's default, by name (the fields are read once, not at every check).
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DiffusivityMap)}
+
+
 def check_default(name: str, value: object, why: str) -> None:
     """Refuse a :class:`DiffusivityMap` field ``name`` that would be ignored, ``why`` says by what."""
-    default = next(f.default for f in dataclasses.fields(DiffusivityMap) if f.name == name)
+    default = _DEFAULTS[name]
     if value != default:
         raise ValueError(f"{spelled(name, value)} would be ignored: {why}; leave {spelled(name)} at its default {default!r}")
 
@@ -164,6 +188,7 @@ def diffusivity(
     d: Tensor,
     t: float | Tensor | None = None,
     scheme: str = DEFAULTS.scheme,
+    *,
     distribution: str = DEFAULTS.distribution,
     mu: float = DEFAULTS.mu,
     b: float = DEFAULTS.b,
@@ -180,13 +205,12 @@ def diffusivity(
         t: training progress in [0, 1]; required by the ``"global"`` and ``"full"`` schemes
             (a number, or a tensor broadcastable to ``d``); ``"local"`` does not read it.
         scheme, distribution, mu, b, alpha, s: the map's hyperparameters (:class:`DiffusivityMap`,
-            which refuses one that the scheme ignores).
+            which refuses one that the scheme ignores); those after ``scheme`` are keyword-only.
 
     Returns:
         kappa, shaped like ``d``, detached.
     """
     check_floating("d", d)
-    kappa_map = DiffusivityMap(scheme, distribution, mu, b, alpha, s)
+    kappa_map = DiffusivityMap(scheme, distribution=distribution, mu=mu, b=b, alpha=alpha, s=s)
     kappa = kappa_map.kappa(d.detach(), kappa_map.scale(None if t is None else check_progress("t", t)))
     return kappa.expand_as(d) if isinstance(kappa, Tensor) else torch.full_like(d, kappa)
-

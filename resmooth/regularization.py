@@ -10,6 +10,7 @@ for more regularization; as the residual decays, so does the decay.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -47,7 +48,7 @@ def add_weight_decay_(params: Iterable[torch.nn.Parameter], strength: Tensor | f
 
     ``strength`` may be a 0-dim tensor on the device: no read-back to the host.
     """
-    with_grad = [p for p in params if p.grad is not None]
+    with_grad: list[Tensor] = [p for p in params if p.grad is not None]
     if with_grad:
-        grads = [p.grad for p in with_grad]
+        grads = [cast(Tensor, p.grad) for p in with_grad]  # not None: those are the ones kept
         torch._foreach_add_(grads, torch._foreach_mul(with_grad, strength))

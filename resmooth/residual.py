@@ -8,11 +8,11 @@ target (one-hot for class indices). Normalization is per sample, over all its el
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_floating, reads_back
+from ._checks import check_choice, check_floating, in_transform, reads_back
+from .diffusion import TWO_LOGITS
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 NORMALIZE_EPS = 1e-8
@@ -28,14 +28,15 @@ def activate(z: Tensor, activation: str) -> Tensor:
     return z
 
 
-def dense_target(target: Tensor, input: Tensor, validate_args: bool = True) -> Tensor:
+def dense_target(target: Tensor, input: Tensor, validate_args: bool = True, ignore_index: int | None = None) -> Tensor:
     """The target as a tensor shaped like ``input``.
 
     Class indices, shaped like ``input`` without dim 1 ((N,) for (N, M) input, ``(N, *spatial)``
-    for ``(N, C, *spatial)`` input), become one-hot along dim 1. A floating target must already
-    have the input's shape. ``validate_args=False`` skips the check that the indices lie in
-    [0, M - 1], which reads back from the device (skipped while torch.compile traces, see
-    :func:`~resmooth._checks.reads_back`).
+    for ``(N, C, *spatial)`` input), become one-hot along dim 1; an index equal to
+    ``ignore_index`` takes class 0 (the caller drops that element's loss). A floating target must
+    already have the input's shape. ``validate_args=False`` skips the check that the other
+    indices lie in [0, M - 1], which reads back from the device (skipped while torch.compile
+    traces and under torch.func transforms, see :func:`~resmooth._checks.reads_back`).
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
@@ -60,20 +61,32 @@ def dense_target(target: Tensor, input: Tensor, validate_args: bool = True) -> T
             f"target of class indices must have shape {tuple(expected)} for input of shape "
             f"{tuple(input.shape)}; got {tuple(target.shape)}"
         )
+    if ignore_index is not None:
+        # The ignored elements take class 0, which the range check below then passes. The one-hot
+        # reads the target, not the caller's mask of the elements kept: under torch.compile, a
+        # one-hot that waits on the mask (a loop of its own, over N) splits the sweep over each
+        # row into one loop nest per reduction.
+        target = target.masked_fill(target == ignore_index, 0)
     num_classes = input.shape[1]
+    # The one check of the class indices' range, for every caller.
     if target.numel() and reads_back(validate_args) and bool(((target < 0) | (target >= num_classes)).any()):
         raise ValueError(
-            f"target holds class indices outside [0, {num_classes - 1}] "
-            f"(input has {num_classes} classes along dim 1)"
+            f"target holds class indices outside [0, {num_classes - 1}] (input has {num_classes} classes along "
+            "dim 1)" + ("" if ignore_index is None else f" that are not ignore_index={ignore_index}")
         )
-    # scatter_ builds the one-hot in the input's dtype directly (F.one_hot makes int64 first).
-    return torch.zeros_like(input).scatter_(1, target.long().unsqueeze(1), 1.0)
+    # scatter_ builds the one-hot in the input's dtype directly (F.one_hot makes int64 first); in
+    # place but under a torch.func transform, where only the out-of-place scatter has a batching rule.
+    index, zeros = target.long().unsqueeze(1), torch.zeros_like(input)
+    return zeros.scatter(1, index, 1.0) if in_transform() else zeros.scatter_(1, index, 1.0)
 
 
-def difference(input: Tensor, target: Tensor, activation: str = "softmax", validate_args: bool = True) -> Tensor:
+def difference(
+    input: Tensor, target: Tensor, activation: str = "softmax", validate_args: bool = True,
+    ignore_index: int | None = None,
+) -> Tensor:
     """``phi(input) - target``, the signed residual, whose magnitude is Eq. 9's ``d``.
 
-    ``validate_args=False`` skips the range check of class indices (see :func:`dense_target`).
+    ``validate_args`` and ``ignore_index``: as in :func:`dense_target`.
     """
     check_floating("input", input)
     if input.ndim < 2:
@@ -81,13 +94,12 @@ def difference(input: Tensor, target: Tensor, activation: str = "softmax", valid
     if activation == "softmax" and input.shape[1] == 1:
         # The advice must work where it is given: one class output cannot be smoothed between
         # classes (Eq. 22 divides by M - 1), while a one-channel map can be smoothed over space.
-        advice = ("for a binary task output two logits, (N, 2), with activation='softmax' (a sigmoid of their "
-                  "difference)" if input.ndim == 2 else "use activation='sigmoid' or 'identity' for one-channel outputs")
+        advice = TWO_LOGITS if input.ndim == 2 else "use activation='sigmoid' or 'identity' for one-channel outputs"
         raise ValueError(
             "activation='softmax' over a single channel is 1 everywhere (the loss is constant and its "
             f"gradient 0); {advice}"
         )
-    y = dense_target(target, input, validate_args)
+    y = dense_target(target, input, validate_args, ignore_index)
     return activate(input, activation) - y
 
 

@@ -46,11 +46,12 @@ def test_the_smoothing_options_are_the_diffusivity_maps():
     import dataclasses
 
     from resmooth.diffusivity import DiffusivityMap
+    from resmooth.lab._fields import LOSS_HELP
 
     train = {a.dest: a for a in subcommand("train")._actions}
     for field in dataclasses.fields(DiffusivityMap):
         assert train[field.name].default == field.default
-        assert train[field.name].help.startswith("resmooth, sgd-rescaled: " + field.metadata["help"])
+        assert train[field.name].help.startswith("resmooth, sgd-rescaled: " + LOSS_HELP[DiffusivityMap][field.name][0])
     assert tuple(train["scheme"].choices) == ("global", "local", "full")
 
 

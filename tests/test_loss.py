@@ -2,6 +2,7 @@
 
 import io
 import math
+import re
 
 import pytest
 import torch
@@ -178,8 +179,8 @@ def test_stepping_past_the_end_clamps_to_one_and_warns_once():
 
 
 def test_the_schedule_needs_its_length():
-    with pytest.raises(ValueError, match="step\\(\\) needs the schedule's length"):
-        ResidualSmoothingLoss().step()
+    with pytest.raises(ValueError, match=r"no progress schedule \(total_steps=None\): construct it with total_steps=N"):
+        ResidualSmoothingLoss().progress()
     with pytest.raises(ValueError, match="total_steps must be >= 1"):
         ResidualSmoothingLoss(total_steps=0)
     with pytest.raises(TypeError, match="total_steps must be an integer"):
@@ -291,7 +292,7 @@ def test_defaults_and_the_global_schemes_own_alpha_are_accepted():
     z, y = torch.randn(4, 10, dtype=torch.float64), torch.randint(0, 10, (4,))
     # Every default, whatever the scheme reads; alpha = 0 is what the global scheme fixes (Eq. 15).
     for scheme in ("global", "local", "full"):
-        ResidualSmoothingLoss(scheme, "laplace", 0.75, 0.5, 1.0, 1.0, tau=1.0)
+        ResidualSmoothingLoss(scheme, distribution="laplace", mu=0.75, b=0.5, alpha=1.0, s=1.0, tau=1.0)
     said = ResidualSmoothingLoss("global", alpha=0.0)
     torch.testing.assert_close(said(z, y, 0.3), ResidualSmoothingLoss("global")(z, y, 0.3), rtol=0, atol=0)
     assert said.diffusivity.alpha == 0.0 and isinstance(ResidualSmoothingLoss(alpha=2).diffusivity.alpha, float)
@@ -327,7 +328,7 @@ def test_bad_arguments_are_refused_at_construction(kwargs, error, message):
 def test_bad_calls_name_the_argument():
     loss = ResidualSmoothingLoss()
     z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
-    with pytest.raises(ValueError, match="progress is required by scheme='full'"):
+    with pytest.raises(ValueError, match=r"progress \(training progress in \[0, 1\]\) is required by scheme='full'"):
         loss(z, y)
     for t in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
@@ -514,7 +515,8 @@ def test_the_trainers_checkpoints_of_before_still_load():
         objective.step()
     state = objective.state_dict()
     assert int(state["smoothing.total_steps"]) == 10
-    del state["smoothing.total_steps"]  # a checkpoint written before the length was saved
+    # A checkpoint written before the length and the hyperparameters were saved.
+    state = {k: v for k, v in state.items() if k == "smoothing.steps_done"}
     resumed = Objective(Config(method="resmooth"), total_steps=10)
     resumed.load_state_dict(state)
     assert int(resumed.smoothing.steps_done) == 3
@@ -661,6 +663,10 @@ def test_repr_shows_only_what_the_scheme_reads():
     assert "s=0.5" in local and all(f"{name}=" not in local for name in ("mu", "distribution", " b"))
     assert "tau=" not in repr(ResidualSmoothingLoss(operator="global"))
     assert "tau=2.0" in repr(ResidualSmoothingLoss(tau=2.0))
+    # Issue 32, item 6: class outputs read no tau, and "auto" with its default says none; the
+    # grid operator reads it.
+    assert "tau=" not in repr(ResidualSmoothingLoss())
+    assert "tau=1.0" in repr(ResidualSmoothingLoss(operator="grid"))
 
 
 def test_a_peak_outside_training_makes_the_scale_monotonic():
@@ -684,3 +690,419 @@ def test_scale_and_kappa_are_tensors_whatever_the_progress(scheme):
         assert isinstance(criterion.last_scale, torch.Tensor) and criterion.last_scale.ndim == 0
         assert isinstance(criterion.last_kappa, torch.Tensor) and criterion.last_kappa.shape == z.shape
         assert isinstance(criterion.mean_kappa, float)
+
+
+# Issue 32, item 2: an empty batch gives what torch's losses give.
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_an_empty_batch_gives_torchs_results(reduction):
+    from resmooth.functional import residual_smoothing_loss
+
+    cases = [  # input, class indices, soft target
+        (torch.randn(0, 5), torch.zeros(0, dtype=torch.long), torch.rand(0, 5)),
+        (torch.randn(0, 3, 4, 4), torch.zeros(0, 4, 4, dtype=torch.long), torch.rand(0, 3, 4, 4)),
+    ]
+    for z, labels, soft in cases:
+        # torch's own losses on the same empty batch: cross-entropy for class indices, mse for floats.
+        expected = {"labels": F.cross_entropy(z, labels, reduction=reduction),
+                    "soft": F.mse_loss(torch.softmax(z, 1), soft, reduction=reduction)}
+        for name, target in (("labels", labels), ("soft", soft)):
+            want = expected[name]
+            if reduction == "none":  # one loss per element of the non-class dims, as F.cross_entropy's
+                want = expected["labels"]
+            z = z.detach().requires_grad_()
+            got = [ResidualSmoothingLoss(reduction=reduction)(z, target, 0.5),
+                   ResidualSmoothingLoss("local", reduction=reduction, ignore_index=2)(z, target),
+                   ResidualSmoothingLoss(operator="global", reduction=reduction)(z, target, torch.tensor(0.5)),
+                   residual_smoothing_loss(z, target, 0.5, reduction=reduction),
+                   SquaredErrorLoss(reduction=reduction)(z, target),
+                   squared_error_loss(z, target, reduction=reduction)]
+            for value in got:
+                assert value.shape == want.shape and value.dtype == want.dtype
+                torch.testing.assert_close(value, want, equal_nan=True)
+                if reduction != "none":
+                    (grad,) = torch.autograd.grad(value, z)  # a graph to differentiate, as torch's
+                    assert grad.shape == z.shape
+
+
+# Issue 32, item 3: torch.func.
+
+
+FUNC_SETTINGS = [dict(scheme="global"), dict(scheme="global", distribution="logistic", b=0.25),
+                 dict(scheme="local", alpha=2.0, s=0.7), dict(scheme="full"),
+                 dict(scheme="full", distribution="logistic", b=0.25)]
+
+
+def _dense_reference(kwargs, t):
+    """The loss through the dense layer of Eq. 22 (the reference smoothing_matrix), with kappa the
+    criterion's at the point where it is evaluated: a function whose derivatives torch.func takes
+    without any custom rule."""
+    from resmooth import smoothing_matrix
+    from resmooth.functional import residual
+
+    def loss(z, y, kappa):
+        d = residual(z, y)
+        return (smoothing_matrix(kappa) @ d.unsqueeze(-1)).squeeze(-1).square().sum(-1).mean()
+
+    def kappa_at(z, y):
+        return diffusivity(residual(z, y).detach(), t if kwargs["scheme"] != "local" else None, **kwargs)
+
+    return loss, kappa_at
+
+
+@pytest.mark.parametrize("kwargs", FUNC_SETTINGS, ids=lambda k: "-".join(map(str, k.values())))
+def test_torch_func_grad_jacfwd_hessian_and_per_sample_gradients(kwargs):
+    from torch.func import grad, hessian, jacfwd, jacrev, vmap
+
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (5,), generator=g)
+    t = 0.3
+    criterion = ResidualSmoothingLoss(**kwargs)  # validate_args=True: its read-backs are skipped under vmap
+    reference, kappa_at = _dense_reference(kwargs, t)
+    kappa = kappa_at(z, y)
+    f = lambda z: criterion(z, y, t)  # noqa: E731
+    f_ref = lambda z: reference(z, y, kappa)  # noqa: E731
+    torch.testing.assert_close(grad(f)(z), grad(f_ref)(z))
+    torch.testing.assert_close(jacfwd(f)(z), jacrev(f_ref)(z))
+    torch.testing.assert_close(hessian(f)(z), hessian(f_ref)(z))
+    torch.testing.assert_close(jacrev(jacrev(f))(z), hessian(f_ref)(z))
+    # Per-sample gradients: vmap over the gradient of one sample's loss equals a loop over samples.
+    one = lambda zi, yi: criterion(zi.unsqueeze(0), yi.unsqueeze(0), t)  # noqa: E731
+    per_sample = vmap(grad(one))(z, y)
+    for i in range(len(z)):
+        zi = z[i].clone().requires_grad_()
+        (expected,) = torch.autograd.grad(criterion(zi.unsqueeze(0), y[i : i + 1], t), zi)
+        torch.testing.assert_close(per_sample[i], expected)
+    # The reduction "none" through vmap: the per-sample losses, and their Jacobian by jacfwd.
+    none = ResidualSmoothingLoss(**kwargs, reduction="none")
+    torch.testing.assert_close(vmap(lambda zi, yi: none(zi[None], yi[None], t)[0])(z, y), none(z, y, t))
+    torch.testing.assert_close(jacfwd(lambda z: none(z, y, t))(z), torch.autograd.functional.jacobian(
+        lambda z: none(z, y, t), z))
+
+
+def test_torch_func_leaves_nothing_behind_and_skips_the_read_backs():
+    from torch.func import grad, vmap
+
+    z, y = torch.randn(4, 6, dtype=torch.float64), torch.randint(0, 6, (4,))
+    criterion = ResidualSmoothingLoss(total_steps=10)
+    vmap(grad(lambda zi, yi: criterion(zi[None], yi[None])))(z, y)
+    # A transform's tensors cannot leave it: nothing is recorded under one.
+    assert criterion.last_kappa is None and criterion.last_scale is None
+    # The value checks read back, which vmap cannot: skipped there as under torch.compile, and a
+    # progress outside [0, 1] is clamped, not used.
+    out = vmap(lambda zi, yi: criterion(zi[None], yi[None], torch.tensor(1.5, dtype=torch.float64)))(z, y)
+    torch.testing.assert_close(out, vmap(lambda zi, yi: criterion(zi[None], yi[None], 1.0))(z, y))
+
+
+def test_the_fused_node_has_the_setup_context_form_and_every_derivative():
+    from torch.func import vmap
+
+    from resmooth.diffusion import GlobalSmoothedNorm
+
+    assert "setup_context" in vars(GlobalSmoothedNorm) and GlobalSmoothedNorm.generate_vmap_rule
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    for k in (torch.rand(5, 6, dtype=torch.float64), 0.4):
+        node = lambda x: GlobalSmoothedNorm.apply(x, x.detach().abs(), k)  # noqa: E731
+        # Both outputs, g and r: the backward, the forward-mode jvp, and the backward's own derivative.
+        assert torch.autograd.gradcheck(node, (x,), check_forward_ad=True)
+        assert torch.autograd.gradgradcheck(node, (x,))
+    # vmap by the generated rule: the node on each row is the node on the batch.
+    x, k = x.detach(), torch.rand(5, 6, dtype=torch.float64)
+    rows = vmap(lambda xi, ki: GlobalSmoothedNorm.apply(xi, xi.abs(), ki))(x, k)
+    for row, whole in zip(rows, GlobalSmoothedNorm.apply(x, x.abs(), k)):
+        torch.testing.assert_close(row, whole)
+
+
+# Issue 32, item 4: step() without a schedule, and progress= for the squared error.
+
+
+@pytest.mark.parametrize("scheme", ["local", "full"])
+def test_step_without_a_schedule_does_nothing(scheme):
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    criterion = ResidualSmoothingLoss(scheme)
+    for _ in range(3):
+        criterion(z, y, None if scheme == "local" else 0.5)
+        assert criterion.step() is None
+    assert int(criterion.steps_done) == 0
+    # Its state, with no schedule, loads into another criterion without one.
+    ResidualSmoothingLoss(scheme).load_state_dict(criterion.state_dict())
+
+
+def test_the_squared_error_accepts_and_ignores_progress():
+    z, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    criterion = SquaredErrorLoss()
+    plain = criterion(z, y)
+    for progress in (0.3, torch.tensor(0.7), None):
+        assert torch.equal(criterion(z, y, progress=progress), plain)
+    assert torch.equal(criterion(z, y, 0.3), plain)
+
+
+# Issue 32, item 5: one pipeline.
+
+
+def test_each_criterion_is_one_call_into_its_function(monkeypatch):
+    import resmooth.loss
+
+    calls = []
+
+    def spy(function):
+        def call(*args, **kwargs):
+            calls.append(function.__name__)
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(resmooth.loss, "residual_smoothing_loss", spy(resmooth.loss.residual_smoothing_loss))
+    monkeypatch.setattr(resmooth.loss, "squared_error_loss", spy(resmooth.loss.squared_error_loss))
+    z, y = torch.randn(4, 5), torch.randint(0, 5, (4,))
+    ResidualSmoothingLoss()(z, y, 0.5)
+    SquaredErrorLoss()(z, y)
+    assert calls == ["residual_smoothing_loss", "squared_error_loss"]
+
+
+def test_eq_22_is_written_once(monkeypatch):
+    import resmooth.diffusion
+    import resmooth.functional
+
+    calls = []
+    smooth = resmooth.diffusion._smooth
+
+    def spy(d, kappa):
+        calls.append(tuple(d.shape))
+        return smooth(d, kappa)
+
+    monkeypatch.setattr(resmooth.diffusion, "_smooth", spy)
+    monkeypatch.setattr(resmooth.functional, "_smooth", spy)
+    d, kappa = torch.rand(3, 5, dtype=torch.float64), torch.rand(3, 5, dtype=torch.float64)
+    resmooth.smooth_residual(d, kappa)  # the O(M) product
+    ResidualSmoothingLoss()(torch.randn(3, 5), torch.randint(0, 5, (3,)), 0.5)  # the fused node
+    ResidualSmoothingLoss(operator="global", activation="sigmoid")(torch.randn(2, 2, 3), torch.rand(2, 2, 3), 0.5)
+    assert calls == [(3, 5), (3, 5), (2, 6)]
+
+
+def test_each_check_has_one_message():
+    from resmooth import smoothing_matrix, smooth_residual
+    from resmooth.functional import residual_smoothing_loss
+
+    def message(call):
+        with pytest.raises(ValueError) as error:
+            call()
+        return str(error.value)
+
+    z, y = torch.randn(4, 5), torch.randint(0, 5, (4,))
+    # "progress is required": the function, the criterion and the diffusivity say the same.
+    required = {message(lambda: residual_smoothing_loss(z, y)), message(lambda: ResidualSmoothingLoss()(z, y)),
+                message(lambda: diffusivity(torch.rand(2, 3))).replace("pass t=t", "pass progress=t").replace(
+                    "t (training", "progress (training")}
+    assert len(required) == 1
+    # M >= 2: the dense reference, the O(M) product and the loss.
+    classes = [message(lambda: smoothing_matrix(torch.rand(3, 1))), message(lambda: smooth_residual(torch.rand(3, 1), 0.5)),
+               message(lambda: ResidualSmoothingLoss(activation="sigmoid")(torch.randn(3, 1), torch.rand(3, 1), 0.5))]
+    assert all("must have at least M = 2 elements to smooth between for the global operator" in m for m in classes)
+    # The class indices' range, with and without an ignore_index.
+    bad = torch.tensor([0, 1, 2, 5])
+    ranges = {message(lambda: SquaredErrorLoss()(z, bad)), message(lambda: ResidualSmoothingLoss()(z, bad, 0.5)),
+              message(lambda: resmooth_residual(z, bad))}
+    assert ranges == {"target holds class indices outside [0, 4] (input has 5 classes along dim 1) that are not "
+                      "ignore_index=-100", "target holds class indices outside [0, 4] (input has 5 classes along dim 1)"}
+
+
+def resmooth_residual(z, y):
+    from resmooth.functional import residual
+
+    return residual(z, y)
+
+
+def test_functional_names_its_public_functions_and_hides_its_helpers():
+    import resmooth.functional as functional
+
+    assert set(functional.__all__) == {"residual_smoothing_loss", "squared_error_loss", "residual", "diffusivity",
+                                       "ResidualSmoothingOutput"}
+    namespace: dict = {}
+    exec("from resmooth.functional import *", namespace)
+    assert {name for name in namespace if not name.startswith("__")} == set(functional.__all__)
+    # Every function defined there is in __all__ or private.
+    defined = {name for name, value in vars(functional).items()
+               if callable(value) and getattr(value, "__module__", None) == "resmooth.functional"}
+    assert {name for name in defined if not name.startswith("_")} <= set(functional.__all__)
+    for helper in ("reduce", "masked_difference", "resolve_operator", "as_progress", "as_scale", "smoothed_squares"):
+        assert not hasattr(functional, helper) and hasattr(functional, "_" + helper)
+
+
+def test_the_loss_imports_nothing_of_the_command_line():
+    import dataclasses
+    import subprocess
+    import sys
+
+    assert all(not f.metadata for f in dataclasses.fields(DiffusivityMap))  # no command-line help in the loss
+    code = ("import sys, resmooth, resmooth.functional, resmooth.loss; "
+            "print(sorted(m for m in sys.modules if m.startswith('resmooth')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "_fields" not in loaded and "resmooth.lab" not in loaded and "_extras" not in loaded, loaded
+
+
+# Issue 32, item 6: the docstrings.
+
+
+def test_the_docstrings_have_torchs_layout():
+    import inspect
+
+    from resmooth.functional import residual_smoothing_loss
+
+    doc = inspect.getdoc(ResidualSmoothingLoss)
+    for part in ("g     = ||W |phi(z) - y| ||^2", "kappa = s(t) sigmoid(alpha d~)", "s(t)  = exp(-|t - mu| / b)",
+                 "sech^2((t - mu) / (2 b))", "Shape:", "Examples::"):
+        assert part in doc, part
+    # The paper's settings (Table 3), and the scale of the mean against MSELoss, in the prose.
+    prose = " ".join(doc.split())
+    for part in ("**M times** ``nn.MSELoss()``", "0.2 and 0.5 for Laplace, 0.25 and 0.5 for Logistic",
+                 "Default: 1, the paper's Table 3", "Default: 0.75, the paper's"):
+        assert part in prose, part
+    # One Args entry per argument of the constructor, in its order, each with its default.
+    for criterion in (ResidualSmoothingLoss, SquaredErrorLoss):
+        args = inspect.getdoc(criterion).split("\nArgs:\n")[1].split("\n\n")[0]
+        entries = re.split(r"^    (?=\w+ \()", args, flags=re.MULTILINE)[1:]
+        names = [entry.split(" ", 1)[0] for entry in entries]
+        assert names == list(inspect.signature(criterion).parameters), criterion
+        for entry in entries:
+            assert "Default:" in entry, entry
+    for obj in (SquaredErrorLoss, residual_smoothing_loss, squared_error_loss):
+        text = inspect.getdoc(obj)
+        assert "Examples::" in text and ">>>" in text, obj
+    assert "M times" in inspect.getdoc(SquaredErrorLoss) and "Shape:" in inspect.getdoc(SquaredErrorLoss)
+
+
+# Issue 32, item 8: the traps.
+
+
+def test_the_state_carries_the_loss_and_refuses_another():
+    run = ResidualSmoothingLoss(distribution="logistic", b=0.5, total_steps=8)
+    run.step()
+    state = _saved(run)  # through torch.save and torch.load(weights_only=True)
+    assert bytes(state["scheme"].tolist()).decode() == "full" and float(state["b"]) == 0.5
+    assert "s" not in state and "tau" in state  # the full scheme reads no s; "auto" reads tau on dense input
+    same = ResidualSmoothingLoss(distribution="logistic", b=0.5, total_steps=8)
+    same.load_state_dict(state)
+    assert int(same.steps_done) == 1
+    with pytest.raises(RuntimeError, match=r"another loss: b 0.5 in the state, 0.9 here; construct the criterion"):
+        ResidualSmoothingLoss(distribution="logistic", b=0.9, total_steps=8).load_state_dict(state)
+    with pytest.raises(RuntimeError, match=r"scheme 'full' in the state, 'local' here; distribution 'logistic' in the "
+                                           r"state, not read here; mu 0.75 in the state, not read here; b 0.5 .*; "
+                                           r"s not read in the state, 1.0 here"):
+        ResidualSmoothingLoss("local", total_steps=8).load_state_dict(state)
+    with pytest.raises(RuntimeError, match=r"activation 'softmax' in the state, 'sigmoid' here"):
+        ResidualSmoothingLoss(distribution="logistic", activation="sigmoid", total_steps=8).load_state_dict(state)
+    with pytest.raises(RuntimeError, match=r"operator 'auto' in the state, 'global' here; tau 1.0 in the state, not read"):
+        ResidualSmoothingLoss(distribution="logistic", operator="global", total_steps=8).load_state_dict(state)
+    refused = ResidualSmoothingLoss(b=0.9, total_steps=8)
+    with pytest.raises(RuntimeError):
+        refused.load_state_dict(state)
+    assert int(refused.steps_done) == 0  # nothing loaded
+    # A state of before (the step count and the length only) loads into any criterion with the schedule.
+    older = {"steps_done": torch.tensor(3), "total_steps": torch.tensor(8)}
+    for criterion in (ResidualSmoothingLoss(b=0.9, total_steps=8), ResidualSmoothingLoss("local", total_steps=8)):
+        criterion.load_state_dict(older)
+        assert int(criterion.steps_done) == 3
+
+
+def test_hyperparameters_after_the_first_are_keyword_only():
+    from resmooth.functional import residual_smoothing_loss
+
+    with pytest.raises(ValueError, match=r"scheme='mean' is not a scheme .*'mean' is a value of reduction, which is "
+                                         r"keyword-only, as is every argument after scheme: pass reduction='mean'"):
+        ResidualSmoothingLoss("mean")
+    with pytest.raises(ValueError, match=r"'sigmoid' is a value of activation.*pass activation='sigmoid'"):
+        ResidualSmoothingLoss("sigmoid")
+    with pytest.raises(ValueError, match=r"activation='sum' is not a activation .*pass reduction='sum'"):
+        SquaredErrorLoss("sum")
+    with pytest.raises(TypeError, match="positional argument"):
+        ResidualSmoothingLoss("full", "logistic")
+    with pytest.raises(TypeError, match="positional argument"):
+        SquaredErrorLoss("softmax", "sum")
+    z, y = torch.randn(2, 3), torch.randint(0, 3, (2,))
+    with pytest.raises(TypeError, match="positional argument"):
+        residual_smoothing_loss(z, y, 0.5, "full", "logistic")
+    with pytest.raises(TypeError, match="positional argument"):
+        squared_error_loss(z, y, "softmax", "sum")
+    with pytest.raises(TypeError, match="positional argument"):
+        diffusivity(z, 0.5, "full", "logistic")
+    with pytest.raises(TypeError, match="positional argument"):
+        DiffusivityMap("full", "logistic")
+
+
+def test_numpy_numbers_and_0d_tensors_are_numbers():
+    np = pytest.importorskip("numpy")
+    z, y = torch.randn(4, 5, dtype=torch.float64), torch.randint(0, 5, (4,))
+    plain = ResidualSmoothingLoss(mu=0.5, b=0.25, alpha=2.0, total_steps=10, ignore_index=-1)
+    odd = ResidualSmoothingLoss(mu=np.float32(0.5), b=torch.tensor(0.25), alpha=np.int64(2),
+                                total_steps=torch.tensor(10), ignore_index=np.int16(-1))
+    assert odd.diffusivity == plain.diffusivity and type(odd.diffusivity.b) is float
+    assert odd.total_steps == 10 and type(odd.total_steps) is int and odd.ignore_index == -1
+    torch.testing.assert_close(odd(z, y, np.float64(0.4)), plain(z, y, 0.4), rtol=0, atol=0)
+    grid = ResidualSmoothingLoss(activation="sigmoid", tau=torch.tensor(2))
+    assert grid.tau == 2.0
+    assert annealing_scale(np.float64(0.3), mu=np.float32(0.5), b=torch.tensor(0.25)) == annealing_scale(0.3, 0.5, 0.25)
+    for bad, error in ((torch.tensor([0.3, 0.4]), "b must be a real number; got Tensor"),
+                       (torch.tensor(True), "b must be a real number; got Tensor"), (np.bool_(True), "got bool")):
+        with pytest.raises(TypeError, match=error):
+            ResidualSmoothingLoss(b=bad)
+    with pytest.raises(TypeError, match="total_steps must be an integer; got Tensor"):
+        ResidualSmoothingLoss(total_steps=torch.tensor(10.0))
+
+
+@pytest.mark.parametrize("progress", [1.5, -0.25], ids=["past-the-end", "before-the-start"])
+def test_a_progress_outside_0_1_is_never_used_as_it_is(progress):
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(8)
+    z, y = torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g)
+    eager = ResidualSmoothingLoss()
+    inside = min(max(progress, 0.0), 1.0)
+    # Eagerly, checked: an error that names the argument.
+    for t in (progress, torch.tensor(progress)):
+        with pytest.raises(ValueError, match=r"progress must lie in \[0, 1\]"):
+            eager(z, y, t)
+    # Where it is not checked (compiled, validate_args=False), clamped to [0, 1]: s(1) or s(0).
+    backend, _ = _count_compilations()
+    compiled = torch.compile(ResidualSmoothingLoss(), fullgraph=True, backend=backend)
+    for t in (progress, torch.tensor(progress, dtype=torch.float64)):
+        torch.testing.assert_close(compiled(z, y, t), eager(z, y, inside), rtol=0, atol=0)
+    unchecked = ResidualSmoothingLoss(validate_args=False)
+    t = torch.tensor(progress, dtype=torch.float64)
+    torch.testing.assert_close(unchecked(z, y, t), eager(z, y, inside), rtol=0, atol=0)
+    assert float(unchecked.last_scale) == annealing_scale(inside)
+
+
+def test_step_works_inside_a_compiled_region():
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(9)
+    model = torch.nn.Linear(6, 4)
+    y = torch.randint(0, 4, (8,), generator=g)
+    compiled_criterion, eager = ResidualSmoothingLoss(total_steps=3), ResidualSmoothingLoss(total_steps=3)
+
+    def loss_and_step(x):
+        loss = compiled_criterion(model(x), y)
+        compiled_criterion.step()
+        return loss
+
+    backend, calls = _count_compilations()
+    compiled = torch.compile(loss_and_step, fullgraph=True, backend=backend)
+    for _ in range(5):  # two steps past the end: the progress stays at 1
+        x = torch.randn(8, 6, generator=g)
+        torch.testing.assert_close(compiled(x), eager(model(x), y))
+        eager.step()
+    assert int(compiled_criterion.steps_done) == 5 and float(compiled_criterion.progress()) == 1.0
+    assert len(calls) == 1
+
+
+def test_last_scale_is_detached():
+    import copy
+
+    z, y = torch.randn(4, 5), torch.randint(0, 5, (4,))
+    criterion = ResidualSmoothingLoss()
+    progress = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    criterion(z, y, progress)
+    assert not criterion.last_scale.requires_grad and criterion.last_scale.grad_fn is None
+    assert not criterion.last_kappa.requires_grad
+    copy.deepcopy(criterion)  # a non-leaf tensor attribute would be refused

@@ -11,12 +11,12 @@ from hypothesis.extra import numpy as hnp
 
 from resmooth import (
     annealing_scale,
-    diffusivity,
     normalize_residual,
     scaled_sigmoid,
     smooth_residual,
     smoothing_matrix,
 )
+from resmooth.functional import diffusivity
 
 residuals = st.integers(2, 40).flatmap(
     lambda m: hnp.arrays(np.float64, (3, m), elements=st.floats(0, 1, allow_subnormal=False))
@@ -103,5 +103,5 @@ def test_diffusivity_schemes():
 @given(d=residuals, t=st.floats(0, 1))
 def test_diffusivity_is_bounded_by_the_scale(d, t):
     d = torch.from_numpy(d)
-    kappa = diffusivity(d, t, "full", "logistic")
+    kappa = diffusivity(d, t, "full", distribution="logistic")
     assert bool((kappa >= 0).all()) and bool((kappa <= annealing_scale(t, distribution="logistic")).all())

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_int, check_real, spelled
-from .._fields import from_record, from_values, inherited, option
+from ._fields import from_record, from_values, inherited, option
 from .data import DeviceData, batches, load_data
 from ..diffusivity import DiffusivityMap, refuse_unused, unread
 from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim, total_variation

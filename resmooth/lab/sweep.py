@@ -54,7 +54,7 @@ import torch
 
 from . import dense, train
 from .._checks import check_choice, check_int, spelled
-from .._fields import not_read
+from ._fields import not_read
 from .paper import TABLES
 from .runfiles import RunExistsError, atomic_write, environment, write_json
 from .train import NonFiniteLossError, resolve_device

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_int, check_real, spelled
-from .._fields import from_record, from_values, inherited, option
+from ._fields import from_record, from_values, inherited, option
 from .calibration import calibration, temperature_scaled
 from .data import DATASETS, DeviceData, augment_batch, batches, load_data
 from ..diffusivity import DiffusivityMap, refuse_unused, unread

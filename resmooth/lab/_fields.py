@@ -1,10 +1,36 @@
 """Dataclass fields that carry their own help, so that the command line reads it from one place;
-and the configs made of them built from plain values (a sweep file's, a summary's)."""
+and the configs made of them built from plain values (a sweep file's, a summary's).
+
+The loss's own dataclass, :class:`~resmooth.diffusivity.DiffusivityMap`, carries no command-line
+metadata (the loss knows nothing of the command line): its fields' help is here
+(:data:`LOSS_HELP`), where :func:`inherited` reads it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from ..annealing import DISTRIBUTIONS
+from ..diffusivity import SCHEMES, DiffusivityMap
+
+# The command line's help (meaning, unit) and choices of each field of the loss's dataclasses.
+LOSS_HELP: dict[type, dict[str, tuple[str, tuple[str, ...] | None]]] = {
+    DiffusivityMap: {
+        "scheme": ("the diffusivity scheme, global (Eq. 15), local (Eq. 17) or full (Eq. 19); the parameters that it "
+                   "does not read must keep their defaults", SCHEMES),
+        "distribution": ("the annealing density of the scale s(t), laplace (Eq. 14) or logistic (Eq. 13)",
+                         DISTRIBUTIONS),
+        "mu": ("where the annealing scale s(t) peaks, as a fraction of training; outside [0, 1] the peak lies outside "
+               "the run, and s(t) only rises (mu > 1) or only falls (mu < 0)", None),
+        "b": ("the scale b > 0 of the annealing density, in units of training progress (s(t) = exp(-|t - mu| / b) "
+              "for laplace; larger is flatter)", None),
+        "alpha": ("the steepness alpha >= 0 of the diffusivity's sigmoid of the normalized residual (Eq. 10; 0 makes "
+                  "kappa constant)", None),
+        "s": ("the constant scale s >= 0 of the local scheme's diffusivity (Eq. 17); the global and full schemes "
+              "take theirs from the annealing s(t)", None),
+    },
+}
 
 
 def option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -19,7 +45,8 @@ def inherited(cls: type, name: str, reader: str) -> Any:
     """The field ``name`` of the dataclass ``cls`` again, in another dataclass: its default and
     choices, and its help prefixed by ``reader``, what in the new one reads it."""
     (field,) = [f for f in dataclasses.fields(cls) if f.name == name]
-    return option(field.default, f"{reader}: {field.metadata['help']}", field.metadata.get("choices"))
+    text, choices = LOSS_HELP[cls][name] if cls in LOSS_HELP else (field.metadata["help"], field.metadata.get("choices"))
+    return option(field.default, f"{reader}: {text}", choices)
 
 
 def from_values(cls: type, values: dict[str, Any]) -> Any:
