@@ -10,7 +10,8 @@ import resmooth
 from resmooth.__main__ import main
 from resmooth.lab.cli import build_parser
 from resmooth.lab.runfiles import RunExistsError
-from resmooth.lab.train import METHODS, Config, train
+from resmooth.lab.config import METHODS, Config
+from resmooth.lab.train import train
 
 
 def subcommand(name: str) -> argparse.ArgumentParser:

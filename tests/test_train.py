@@ -17,7 +17,11 @@ from resmooth.lab.report import against, at_chance, claimed, collect, learning_c
 from resmooth.lab.sweep import load_sweep, run_sweep
 from resmooth.lab.runfiles import RunExistsError, read_jsonl, write_jsonl
 from resmooth.loss import ResidualSmoothingLoss, SquaredErrorLoss
-from resmooth.lab.train import METHODS, Config, NonFiniteLossError, Objective, load_run_data, summarize, train
+from resmooth.lab.config import METHODS, Config
+from resmooth.lab.metrics import summarize
+from resmooth.lab.objectives import Objective
+from resmooth.lab.runfiles import NonFiniteLossError
+from resmooth.lab.train import load_run_data, train
 
 # The real data only through $RESMOOTH_DATA (the Makefile sets it); unset, the test that needs it skips.
 DATA_ROOT = os.environ.get("RESMOOTH_DATA")
@@ -190,9 +194,9 @@ NO_SMOOTHING = dict.fromkeys(("scheme", "distribution", "b", "alpha", "mu", "s")
 )
 @pytest.mark.parametrize("cuda", [False, True])
 def test_the_summary_records_the_config_as_the_run_read_it(fields, unlike_given, cuda, monkeypatch):
-    import resmooth.lab.train as trainer
+    import resmooth.lab.metrics as metrics
 
-    monkeypatch.setattr(trainer, "environment", lambda device: {})  # names the GPU, which the test need not have
+    monkeypatch.setattr(metrics, "environment", lambda device: {})  # names the GPU, which the test need not have
     config = Config(**fields, amp=not cuda)  # amp=False on CUDA: the record says what was asked there
     record = summarize(config, [{"epoch": 1, "test_acc": 50.0, "seconds": 1.0}], torch.device("cuda" if cuda else "cpu"))
     # The rate it trained with; None for each field it did not read, and for amp on a CPU (no autocast there).

@@ -24,10 +24,10 @@ from typing import Any
 from .data import INFO
 from .dense import dense_report
 from .paper import TABLES, cell_label, paper_cell, paper_difference
-from .runfiles import atomic_write, read_jsonl
+from .config import Config
+from .runfiles import DIVERGED, atomic_write, read_jsonl
 from .stats import Paired, Summary, paired_difference, summarize_values
-from .sweep import DIVERGED, _fmt, load_sweep
-from .train import Config
+from .sweep import _fmt, load_sweep
 
 
 METRICS = ("max_test_acc", "last10_mean_test_acc", "final_test_acc", "final_val_acc")
@@ -53,7 +53,7 @@ def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 def diverged(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
     """The runs under ``folder`` whose training loss became non-finite, grouped by setting: the
-    records that :func:`resmooth.lab.sweep.train_or_record` wrote (the epoch, the loss, the seed)."""
+    records that :func:`resmooth.lab.runfiles.train_or_record` wrote (the epoch, the loss, the seed)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(Path(folder).glob(f"*/seed-*/{DIVERGED}")):
         record = json.loads(path.read_text())
