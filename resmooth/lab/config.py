@@ -19,7 +19,8 @@ from .._fields import from_record, from_values, inherited, option
 from ..diffusivity import DiffusivityMap, refuse_unused, unread
 from ..residual import ACTIVATIONS
 from .data import DATASETS
-from .models import MODELS
+from .models import MODELS, RESNETS, SHORTCUTS
+from .noise import check_label_noise
 
 METHODS = ("sgd", "sgd-ce", "label-smoothing", "label-smoothing-se", "adam", "adagrad", "resmooth", "sgd-rescaled",
            "adaptive-wd")
@@ -45,15 +46,18 @@ class Config:
     :class:`~resmooth.diffusivity.DiffusivityMap`, checked by it. Every field has a default, and a
     default is never refused; a field that the run would ignore must keep it: the smoothing
     fields when ``method`` is neither ``"resmooth"`` nor its control ``"sgd-rescaled"``,
-    ``activation`` under the cross-entropy methods, and the ones that the scheme does not read
-    (``alpha`` under ``"global"``, which may also be 0; ``s`` outside ``"local"``;
-    ``distribution``, ``mu`` and ``b`` under ``"local"``). Another value is a ValueError that
-    names the field and why.
+    ``activation`` under the cross-entropy methods, ``shortcut`` outside the ResNets, and the ones
+    that the scheme does not read (``alpha`` under ``"global"``, which may also be 0; ``s`` outside
+    ``"local"``; ``distribution``, ``mu`` and ``b`` under ``"local"``). Another value is a
+    ValueError that names the field and why.
     """
 
     dataset: str = option("fashion-mnist", "the dataset", DATASETS)
     data_root: str | None = option(None, "the folder that holds the datasets (default: $RESMOOTH_DATA, else ~/.cache/resmooth/data)")
     model: str = option("resnet20", "the network", tuple(MODELS))
+    shortcut: str = option("A", "the ResNets' shortcut where a block changes the width or the stride: A (the "
+                           "zero-padded identity, He et al.'s CIFAR networks) or B (a 1x1 convolution and batch norm)",
+                           SHORTCUTS)
     method: str = option("resmooth", "the objective and optimizer: sgd (squared error of the softmax, SGD), sgd-ce "
                          "(cross-entropy), label-smoothing (cross-entropy with smoothed labels), label-smoothing-se "
                          "(squared error to smoothed labels), adam and adagrad (squared error), resmooth (residual "
@@ -86,7 +90,13 @@ class Config:
     val_fraction: float = option(0.0, "the fraction in [0, 1) of the kept training images held out for validation")
     val_size: int = option(0, "validation images drawn from those that --subset leaves out (needs subset < 1; "
                            "instead of --val-fraction)")
-    seed: int = option(0, "the seed of the initialization, the subset, the batch order and the augmentation")
+    pad: int = option(0, "pixels added on each side of every image (training, validation and test), each the "
+                      "normalized black pixel: 2 makes Fashion-MNIST's 28x28 the 32x32 of the CIFAR ResNets")
+    label_noise: float = option(0.0, "the probability in [0, 1) that a training or validation label is replaced by "
+                                "one of the other classes, drawn uniformly; the flips depend on --seed alone, the "
+                                "test labels stay clean")
+    seed: int = option(0, "the seed of the initialization, the subset, the batch order, the augmentation and the "
+                       "label noise")
     # Execution.
     device: str = option("auto", "auto (cuda when available), cpu, cuda or cuda:N")
     compile: bool = option(False, "torch.compile the network")
@@ -101,6 +111,10 @@ class Config:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("model", self.model, MODELS)
+        check_choice("shortcut", self.shortcut, SHORTCUTS)
+        if self.model not in RESNETS and self.shortcut != "A":
+            raise ValueError(f"{spelled('shortcut', self.shortcut)} would be ignored: {spelled('model', self.model)} is "
+                             f"not a ResNet; leave {spelled('shortcut')} at its default 'A'")
         check_choice("method", self.method, METHODS)
         check_choice("activation", self.activation, ACTIVATIONS)
         if self.method in SMOOTHED:
@@ -114,6 +128,7 @@ class Config:
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed)
         check_int("val_size", self.val_size, 0)
+        check_int("pad", self.pad, 0)
         if self.lr is not None:
             check_real("lr", self.lr, minimum=0.0, strict=True)
         _fraction("lr_drop", self.lr_drop, "[0, 1]", " (a fraction of the epochs)")
@@ -124,6 +139,7 @@ class Config:
         _fraction("label_smoothing", self.label_smoothing, "[0, 1)")
         _fraction("subset", self.subset, "(0, 1]", " (a fraction of the training set)")
         _fraction("val_fraction", self.val_fraction, "[0, 1)")
+        check_label_noise(self.label_noise)
         if self.val_size and self.val_fraction:
             raise ValueError(f"{spelled('val_size')} and {spelled('val_fraction')} both ask for a validation split; "
                              "set one of them")
@@ -156,13 +172,14 @@ class Config:
         """The fields as a run of this config reads them, which its summary records: ``lr`` the rate
         it trains with, and None for each field that it does not read: the smoothing's outside
         resmooth and sgd-rescaled, and those that the scheme ignores; ``label_smoothing`` outside the
-        label-smoothing methods; ``nu`` outside adaptive-wd; ``momentum`` under adam and adagrad.
-        (``amp`` depends on the device as well:
+        label-smoothing methods; ``nu`` outside adaptive-wd; ``momentum`` under adam and adagrad;
+        ``shortcut`` outside the ResNets. (``amp`` depends on the device as well:
         :func:`resmooth.lab.metrics.summarize` records it.)"""
         ignored = set(unread(self.diffusivity if self.method in SMOOTHED else None))
         ignored |= {name for name, read in (("label_smoothing", self.method.startswith("label-smoothing")),
                                             ("nu", self.method == "adaptive-wd"),
-                                            ("momentum", self.method not in ("adam", "adagrad"))) if not read}
+                                            ("momentum", self.method not in ("adam", "adagrad")),
+                                            ("shortcut", self.model in RESNETS)) if not read}
         values = {**self.to_dict(), "lr": self.learning_rate}
         return {k: None if k in ignored else v for k, v in values.items()}
 

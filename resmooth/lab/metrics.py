@@ -4,10 +4,14 @@ An evaluated epoch (:meth:`~resmooth.lab.config.Config.evaluates`) records, from
 each split in eval mode (:func:`evaluation`): test_loss and test_acc; the test set's calibration,
 test_nll, test_brier and test_ece (:mod:`resmooth.lab.calibration`); val_acc where there is a
 validation split, and at the last epoch the temperature fitted on it with test_nll_scaled,
-test_brier_scaled and test_ece_scaled after it. The methods with a smoothing map record the
-annealing scale, the mean diffusivity and the rescaling ratio ``||W d||^2 / ||d||^2`` over the
-epoch (:class:`SmoothingMeter`).
-:func:`summarize` makes a finished run's summary of its records.
+test_brier_scaled and test_ece_scaled after it; under label noise, the memorisation of the
+training set (:func:`resmooth.lab.noise.memorisation`), from a third pass, over the training set in
+eval mode. That pass is the clean measure: the images as they are, the network as it stands at the
+epoch's end; the epoch's own forward passes saw a network that changed over the epoch, in train
+mode, and augmented images where the dataset has augmentation. The methods with a smoothing map
+record the annealing scale, the mean diffusivity and the rescaling ratio ``||W d||^2 / ||d||^2``
+over the epoch (:class:`SmoothingMeter`). :func:`summarize` makes a finished run's summary of its
+records.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import Tensor, nn
 from .calibration import calibration, temperature_scaled
 from .config import Config, last_tenth
 from .data import DeviceData, batches
+from .noise import MEMORISATION, memorisation
 from .objectives import Objective
 from .runfiles import environment
 
@@ -49,7 +54,8 @@ def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, batch
 def evaluation(model: nn.Module, objective: Objective, data: DeviceData, config: Config, *, last: bool,
                amp: bool) -> dict[str, Any]:
     """The record of an evaluated epoch: one pass over the test set and one over the validation
-    split (if any); ``last``: the run's last epoch, which adds temperature scaling."""
+    split (if any), and under label noise one over the training set; ``last``: the run's last epoch,
+    which adds temperature scaling."""
     record: dict[str, Any] = {}
     record["test_loss"], record["test_acc"], test_logits = evaluate(
         model, objective, data.test_x, data.test_y, config.eval_batch_size, amp)
@@ -58,6 +64,9 @@ def evaluation(model: nn.Module, objective: Objective, data: DeviceData, config:
         _, record["val_acc"], val_logits = evaluate(model, objective, data.val_x, data.val_y, config.eval_batch_size, amp)
         if last:  # temperature scaling, fitted on the validation split
             record.update(temperature_scaled(test_logits, data.test_y, val_logits, data.val_y, "test_"))
+    if data.train_true_y is not None:
+        _, _, train_logits = evaluate(model, objective, data.train_x, data.train_y, config.eval_batch_size, amp)
+        record.update(memorisation(train_logits.argmax(1), data.train_y, data.train_true_y))
     return record
 
 
@@ -93,7 +102,9 @@ class SmoothingMeter:
 def summarize(config: Config, metrics: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     """The paper's two figures of merit (Sec. 6): the best test accuracy over the evaluated epochs
     ("max") and the mean over the last 10% of epochs ("mean"), plus the clean protocol's final
-    accuracy. The last 10% are always evaluated (:meth:`Config.evaluates`).
+    accuracy. The last 10% are always evaluated (:meth:`Config.evaluates`). With a validation split,
+    also its final and best accuracy and the test accuracy at its best epoch (early stopping on it);
+    the last epoch's calibration and, under label noise, memorisation.
 
     With them, the config as the run on ``device`` read it (:meth:`Config.used`, and ``amp`` None off
     CUDA, where the trainer never autocasts) and where it ran (:func:`resmooth.lab.runfiles.environment`)."""
@@ -116,7 +127,12 @@ def summarize(config: Config, metrics: list[dict[str, Any]], device: torch.devic
     summary.update({f"final_{k}": metrics[-1][k] for k in CALIBRATION if k in metrics[-1]})
     if "temperature" in metrics[-1]:
         summary["temperature"] = metrics[-1]["temperature"]
+    # Memorisation at the last epoch (runs with label noise).
+    summary.update({f"final_{k}": metrics[-1][k] for k in MEMORISATION if k in metrics[-1]})
     if "val_acc" in metrics[-1]:
         summary["final_val_acc"] = metrics[-1]["val_acc"]
         summary["max_val_acc"] = max(m["val_acc"] for m in evaluated)
+        # Early stopping on the validation split: the first evaluated epoch of the best validation accuracy.
+        chosen = max(evaluated, key=lambda m: m["val_acc"])
+        summary["val_best_epoch"], summary["test_acc_at_best_val"] = chosen["epoch"], chosen["test_acc"]
     return summary

@@ -35,6 +35,7 @@ from .config import Config
 from .data import DeviceData, augment_batch, batches, load_data
 from .metrics import SmoothingMeter, evaluation, summarize
 from .models import build_model
+from .noise import with_label_noise
 from .objectives import Objective, make_optimizer, smoothed_labels
 from .runfiles import CHECKPOINT, NonFiniteLossError, atomic_write, open_run, resolve_device, write_json, write_jsonl
 
@@ -42,16 +43,20 @@ from .runfiles import CHECKPOINT, NonFiniteLossError, atomic_write, open_run, re
 # soft target of label-smoothing-se, the objective (resmooth.lab.config and .objectives are their homes).
 __all__ = ["DATA_FIELDS", "Config", "Objective", "load_run_data", "smoothed_labels", "train"]
 
-DATA_FIELDS = ("dataset", "data_root", "subset", "val_fraction", "val_size", "seed", "device")
+DATA_FIELDS = ("dataset", "data_root", "subset", "val_fraction", "val_size", "pad", "label_noise", "seed", "device")
 
 
 def load_run_data(config: Config, *, download: bool = False) -> DeviceData:
     """The data a run of ``config`` trains on: they depend on :data:`DATA_FIELDS` only.
 
-    ``download``: fetch the dataset into ``config.data_root`` first when its files are missing.
+    ``download``: fetch the dataset into ``config.data_root`` first when its files are missing. With
+    ``label_noise``, the training and validation labels are noisy and their true ones kept
+    (:func:`resmooth.lab.noise.with_label_noise`).
     """
-    return load_data(config.dataset, config.data_root, subset=config.subset, val_fraction=config.val_fraction,
-                     val_size=config.val_size, seed=config.seed, device=resolve_device(config.device), download=download)
+    data = load_data(config.dataset, config.data_root, subset=config.subset, val_fraction=config.val_fraction,
+                     val_size=config.val_size, seed=config.seed, pad=config.pad, device=resolve_device(config.device),
+                     download=download)
+    return with_label_noise(data, config.label_noise, config.seed)
 
 
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, generator: torch.Generator,
@@ -99,7 +104,7 @@ def train(
     torch.manual_seed(config.seed)
     if data is None:
         data = load_run_data(config)
-    model = build_model(config.model, data.num_classes, data.in_channels).to(device)
+    model = build_model(config.model, data.num_classes, data.in_channels, shortcut=config.shortcut).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
