@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 from resmooth.lab.data import DeviceData
 from resmooth.loss import SquaredErrorLoss
 from resmooth.lab.models import build_model
-from resmooth.lab.train import Config, make_optimizer, train
+from resmooth.lab.config import Config
+from resmooth.lab.objectives import make_optimizer
+from resmooth.lab.train import train
 
 N_TRAIN, N_TEST = 50_000, 10_000
 

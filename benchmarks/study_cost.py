@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("sweep", nargs="?", default="experiments/fashion-mnist-resnet20.toml")
     parser.add_argument("--data-root", help="default: $RESMOOTH_DATA")
     args = parser.parse_args()
-    from resmooth.lab.train import Config
+    from resmooth.lab.config import Config
 
     sweep = load_sweep(args.sweep)
     setting = {**sweep.settings[0], "seed": sweep.first_seed}

@@ -31,7 +31,9 @@ import torch
 from resmooth.lab.data import DeviceData, batches, resolve_root
 from resmooth.loss import ResidualSmoothingLoss
 from resmooth.lab.models import build_model
-from resmooth.lab.train import Config, make_optimizer, train
+from resmooth.lab.config import Config
+from resmooth.lab.objectives import make_optimizer
+from resmooth.lab.train import train
 
 
 def fake_data(n_train: int, n_test: int, seed: int = 0) -> DeviceData:
@@ -73,7 +75,8 @@ def trainer_images_per_second(data: DeviceData, config: Config) -> float:
 
 MEMORY_CHILD = """
 import resource, sys
-from resmooth.lab.train import Config, train
+from resmooth.lab.config import Config
+from resmooth.lab.train import train
 from resmooth.lab.data import load_data
 sys.path.insert(0, {bench!r})
 from trainer_throughput import fake_data

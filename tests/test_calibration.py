@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from resmooth.lab.calibration import BINS, brier, calibration, ece, fit_temperature, nll
-from resmooth.lab.train import CALIBRATION, Config, train
+from resmooth.lab.config import Config
+from resmooth.lab.metrics import CALIBRATION
+from resmooth.lab.train import train
 
 
 def two_class(p_first: list[float]) -> torch.Tensor:

@@ -10,7 +10,8 @@ import resmooth
 from resmooth.__main__ import main
 from resmooth.lab.cli import build_parser
 from resmooth.lab.runfiles import RunExistsError
-from resmooth.lab.train import METHODS, Config, train
+from resmooth.lab.config import METHODS, Config
+from resmooth.lab.train import train
 
 
 def subcommand(name: str) -> argparse.ArgumentParser:
@@ -80,6 +81,11 @@ def test_version(capsys):
         (TINY_RUN + ["--val-size", "10"], "needs --subset < 1; use --val-fraction"),
         (TINY_RUN + ["--subset", "0.01", "--val-size", "100000"],
          "--val-size 100000 exceeds the 1428 training images that --subset 0.01 leaves out"),
+        (TINY_RUN + ["--pad", "-2"], "--pad must be >= 0; got -2"),
+        (TINY_RUN + ["--model", "densenet-bc-100", "--shortcut", "B"],
+         "--shortcut B would be ignored: --model densenet-bc-100 is not a ResNet; leave --shortcut at its default 'A'"),
+        (TINY_RUN + ["--label-noise", "1"], "--label-noise must lie in [0, 1) (the probability of a flipped label); got 1.0"),
+        (TINY_RUN + ["--label-noise", "-0.1"], "--label-noise must lie in [0, 1)"),
         (["sweep", "SWEEP", "--settings", "0"], "--settings must be >= 1; got 0"),
         (["sweep", "SWEEP", "--executor", "ray", "--download"], "--download applies to --executor local only"),
     ],

@@ -209,6 +209,24 @@ def test_pad_fill_is_the_normalized_black_pixel(tmp_path, monkeypatch):
     assert torch.equal(unnormalize(out, data)[:, :, 28:], torch.zeros(n, 3, 4, 32, dtype=torch.uint8))
 
 
+def test_pad_surrounds_every_split_with_the_normalized_black_pixel(tmp_path, monkeypatch):
+    write_fmnist(tmp_path, monkeypatch, per_class=(20, 2))
+    plain = load_data("fashion-mnist", tmp_path, subset=0.5, val_size=20, seed=1)
+    padded = load_data("fashion-mnist", tmp_path, subset=0.5, val_size=20, seed=1, pad=2)
+    assert padded.mean == plain.mean and padded.std == plain.std  # the normalization is the images' own
+    for split in ("train", "val", "test"):
+        x, inner = getattr(padded, f"{split}_x"), getattr(plain, f"{split}_x")
+        assert x.shape == (len(inner), 1, 32, 32)
+        assert torch.equal(x[:, :, 2:-2, 2:-2], inner)
+        border = torch.ones(32, 32, dtype=torch.bool)
+        border[2:-2, 2:-2] = False
+        # The normalized black pixel, up to the rounding of (0 - 255 mean) / (255 std) against -mean / std.
+        assert torch.allclose(x[:, :, border], padded.pad_fill.view(1, 1, 1).expand(len(x), 1, int(border.sum())))
+        assert torch.equal(unnormalize(x, padded)[:, :, border], torch.zeros(len(x), 1, int(border.sum()), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="pad must be >= 0"):
+        load_data("fashion-mnist", tmp_path, pad=-1)
+
+
 def test_batches_cover_every_sample_once():
     x, y = torch.arange(10).float().view(10, 1), torch.arange(10)
     ordered = list(batches(x, y, 4, shuffle=False))

@@ -16,7 +16,7 @@ from resmooth.lab.models.autoencoder import ConvAutoencoder
 from resmooth.lab.report import report
 from resmooth.lab.runfiles import RunExistsError
 from resmooth.lab.sweep import load_sweep, run_sweep
-from resmooth.lab.train import NonFiniteLossError
+from resmooth.lab.runfiles import NonFiniteLossError
 
 F64 = torch.float64
 

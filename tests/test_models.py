@@ -56,6 +56,30 @@ def test_resnet_exact_parameter_count(name, n, w, num_classes, in_channels):
     assert count_parameters(model) == resnet_parameters(n, num_classes, in_channels, w)
 
 
+@pytest.mark.parametrize("name,blocks", [("resnet20", 9), ("resnet56", 27)])
+def test_option_b_projects_where_the_shape_changes(name, blocks):
+    a, b = build_model(name, 10, 1), build_model(name, 10, 1, shortcut="B")
+    # 16*32 + 2*32 + 32*64 + 2*64: two 1x1 projections and their batch norms, at every depth.
+    assert count_parameters(b) - count_parameters(a) == 2_752
+    shortcuts = [block.shortcut for block in b.blocks]
+    projected = [i for i, s in enumerate(shortcuts) if isinstance(s, torch.nn.Sequential)]
+    n = blocks // 3
+    assert len(shortcuts) == blocks and projected == [n, 2 * n]  # the first block of stages 2 and 3
+    conv, norm = shortcuts[n]
+    assert (conv.kernel_size, conv.stride, conv.in_channels, conv.out_channels) == ((1, 1), (2, 2), 16, 32)
+    assert isinstance(norm, torch.nn.BatchNorm2d) and conv.bias is None
+    assert all(isinstance(s, torch.nn.Identity) for i, s in enumerate(shortcuts) if i not in projected)
+    for size in (28, 32):  # Fashion-MNIST as it is, and padded to 32x32
+        assert b.eval()(torch.randn(2, 1, size, size)).shape == (2, 10)
+
+
+def test_a_shortcut_is_refused_where_there_is_none():
+    with pytest.raises(ValueError, match="shortcut must be one of 'A', 'B'"):
+        build_model("resnet20", 10, shortcut="C")
+    with pytest.raises(ValueError, match="shortcut='B' applies to the ResNets"):
+        build_model("densenet-bc-100", 10, shortcut="B")
+
+
 def test_resnet20_hand_count():
     assert count_parameters(build_model("resnet20", 10)) == 269_722
 

@@ -36,7 +36,7 @@ method = ["resmooth"]
 def test_a_missing_cluster_is_named(tmp_path):
     # First in the file: no cluster is up in this process yet.
     from resmooth.lab.cluster import run_on_ray
-    from resmooth.lab.train import Config
+    from resmooth.lab.config import Config
 
     assert not ray.is_initialized()
     with pytest.raises(ConnectionError, match="could not reach the Ray cluster at 'ray://127.0.0.1:1'"):

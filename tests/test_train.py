@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,11 @@ from resmooth.lab.report import against, at_chance, claimed, collect, learning_c
 from resmooth.lab.sweep import load_sweep, run_sweep
 from resmooth.lab.runfiles import RunExistsError, read_jsonl, write_jsonl
 from resmooth.loss import ResidualSmoothingLoss, SquaredErrorLoss
-from resmooth.lab.train import METHODS, Config, NonFiniteLossError, Objective, load_run_data, summarize, train
+from resmooth.lab.config import METHODS, Config
+from resmooth.lab.metrics import summarize
+from resmooth.lab.objectives import Objective
+from resmooth.lab.runfiles import NonFiniteLossError
+from resmooth.lab.train import load_run_data, train
 
 # The real data only through $RESMOOTH_DATA (the Makefile sets it); unset, the test that needs it skips.
 DATA_ROOT = os.environ.get("RESMOOTH_DATA")
@@ -61,6 +66,12 @@ def read_metrics(folder):
         (dict(method="sgd-rescaled", b=0.0), "b must be > 0"),
         (dict(method="sgd-rescaled", s=0.5), "s=0.5 would be ignored: scheme='full' takes its scale from the annealing"),
         (dict(method="label-smoothing-se", b=0.3), "b=0.3 would be ignored: method='label-smoothing-se' has no residual"),
+        # The options of the baseline's screen and of the label-noise study.
+        (dict(pad=-1), "pad must be >= 0"),
+        (dict(shortcut="C"), "shortcut must be one of 'A', 'B'"),
+        (dict(model="densenet-bc-100", shortcut="B"), "shortcut='B' would be ignored: model='densenet-bc-100' is not a ResNet"),
+        (dict(label_noise=1.0), r"label_noise must lie in \[0, 1\) \(the probability of a flipped label\); got 1.0"),
+        (dict(label_noise=-0.2), r"label_noise must lie in \[0, 1\)"),
     ],
 )
 def test_bad_configs_fail_before_any_work(fields, message):
@@ -136,7 +147,8 @@ def test_a_checkpoint_without_the_schedule_resumes_to_the_same_run(tmp_path, mon
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and int(state["objective"]["smoothing.steps_done"]) > 0
     del state["objective"]
-    del state["config"]["s"]  # and before Config had s: the field takes its default
+    for field in ("s", "shortcut", "pad", "label_noise"):  # and before Config had them: each takes its default
+        del state["config"][field]
     torch.save(state, tmp_path / "cut" / "checkpoint.pt")
     train(config, tmp_path / "cut", resume=True, quiet=True)
     assert without_time(read_metrics(tmp_path / "cut")) == without_time(read_metrics(tmp_path / "whole"))
@@ -186,13 +198,18 @@ NO_SMOOTHING = dict.fromkeys(("scheme", "distribution", "b", "alpha", "mu", "s")
         (dict(method="resmooth", scheme="local", s=0.5), dict(lr=0.1, distribution=None, b=None, mu=None,
                                                                label_smoothing=None, nu=None)),
         (dict(method="sgd-rescaled", scheme="global"), dict(lr=0.1, alpha=None, s=None, label_smoothing=None, nu=None)),
+        # The screen's options and the label noise are recorded as given; a network without shortcuts reads none.
+        (dict(method="sgd", pad=2, shortcut="B", label_noise=0.4, subset=0.125, val_size=20000),
+         dict(lr=0.1, **NO_SMOOTHING, label_smoothing=None, nu=None)),
+        (dict(method="sgd", model="densenet-bc-100"), dict(lr=0.1, **NO_SMOOTHING, label_smoothing=None, nu=None,
+                                                          shortcut=None)),
     ],
 )
 @pytest.mark.parametrize("cuda", [False, True])
 def test_the_summary_records_the_config_as_the_run_read_it(fields, unlike_given, cuda, monkeypatch):
-    import resmooth.lab.train as trainer
+    import resmooth.lab.metrics as metrics
 
-    monkeypatch.setattr(trainer, "environment", lambda device: {})  # names the GPU, which the test need not have
+    monkeypatch.setattr(metrics, "environment", lambda device: {})  # names the GPU, which the test need not have
     config = Config(**fields, amp=not cuda)  # amp=False on CUDA: the record says what was asked there
     record = summarize(config, [{"epoch": 1, "test_acc": 50.0, "seconds": 1.0}], torch.device("cuda" if cuda else "cpu"))
     # The rate it trained with; None for each field it did not read, and for amp on a CPU (no autocast there).
@@ -261,6 +278,47 @@ def test_the_smoothing_ratio_is_recorded_per_epoch(tmp_path):
         assert 0 < record["ratio_min"] <= record["ratio_mean"] <= record["ratio_max"] <= 1.0, record
     train(Config(**TINY, epochs=1, method="sgd"), tmp_path / "sgd", quiet=True)
     assert "ratio_mean" not in read_metrics(tmp_path / "sgd")[0]
+
+
+def test_the_screens_options_and_label_noise_train_and_are_recorded(tmp_path, monkeypatch):
+    import resmooth.lab.metrics as metrics
+
+    # One pass over each split per evaluated epoch: the validation split's serves its accuracy and the
+    # last epoch's temperature; the training set's (label noise only) the memorisation.
+    passes = []
+    real_evaluate = metrics.evaluate
+
+    def counted(model, objective, x, y, *args):
+        passes.append(len(x))
+        return real_evaluate(model, objective, x, y, *args)
+
+    monkeypatch.setattr(metrics, "evaluate", counted)
+    config = Config(**{**TINY, "model": "resnet8-w8"}, epochs=3, eval_every=2, method="sgd", pad=2, shortcut="B",
+                    label_noise=0.4, subset=0.5, val_size=300)
+    summary = train(config, tmp_path, quiet=True)
+    data = load_run_data(config)
+    evaluated = [e for e in range(config.epochs) if config.evaluates(e)]
+    assert passes == [len(data.test_x), len(data.val_x), len(data.train_x)] * len(evaluated)
+    assert data.train_x.shape[-2:] == data.test_x.shape[-2:] == (12, 12)  # 8x8 digits, padded by 2
+    assert {k: summary["config"][k] for k in ("pad", "shortcut", "label_noise", "val_size")} == \
+        dict(pad=2, shortcut="B", label_noise=0.4, val_size=300)
+    records = read_metrics(tmp_path)
+    for record in records:
+        memorised = ("train_acc_flipped_given", "train_acc_flipped_true", "train_acc_clean")
+        assert all(0 <= record[k] <= 100 for k in memorised) if "test_acc" in record else not set(memorised) & set(record)
+    assert summary["final_train_acc_clean"] == records[-1]["train_acc_clean"]
+    chosen = max((r for r in records if "val_acc" in r), key=lambda r: r["val_acc"])
+    assert (summary["val_best_epoch"], summary["test_acc_at_best_val"]) == (chosen["epoch"], chosen["test_acc"])
+
+
+@pytest.mark.skipif(not HAS_FASHION, reason="needs the real Fashion-MNIST under $RESMOOTH_DATA")
+def test_a_held_out_split_of_20000_leaves_the_training_set_the_bases():
+    base = Config(subset=0.125, val_size=2500, device="cpu", method="sgd")
+    large = load_run_data(dataclasses.replace(base, val_size=20000))
+    data = load_run_data(base)
+    assert len(large.val_y) == 20_000 and torch.equal(torch.bincount(large.val_y), torch.full((10,), 2000))
+    # 52,500 images are left out of the 1/8 subset; the training set is the base's, image for image.
+    assert len(large.train_x) == 7_500 and torch.equal(large.train_x, data.train_x) and torch.equal(large.train_y, data.train_y)
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -420,11 +478,14 @@ def test_the_summaries_of_this_version_and_of_older_ones_read_alike(tmp_path):
     run_sweep(file, out, quiet=True)
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
     # An older summary holds the config as given (lr None for the method's default, amp as asked,
-    # label_smoothing under sgd) and the threads as a string: the same runs to the sweep and the report.
+    # label_smoothing under sgd) and the threads as a string, and lacks the fields added since (the
+    # screen's and the label-noise study's): the same runs to the sweep and the report.
     given = dict(load_sweep(file).runs())
     for path in summaries:
         old = json.loads(path.read_text())
-        old.update(config=given[path.parent.relative_to(out).as_posix()].to_dict(), threads=str(old["threads"]))
+        config = given[path.parent.relative_to(out).as_posix()].to_dict()
+        old.update(config={k: v for k, v in config.items() if k not in ("shortcut", "pad", "label_noise")},
+                   threads=str(old["threads"]))
         path.write_text(json.dumps(old))
     assert json.loads(summaries[0].read_text())["config"]["lr"] is None
     run_sweep(file, out, quiet=True)
@@ -433,10 +494,15 @@ def test_the_summaries_of_this_version_and_of_older_ones_read_alike(tmp_path):
     run_sweep(file, out, quiet=True)
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
     assert report(out, write=False) == text
-    # A setting that the file changes is still told apart.
+    # A setting that the file changes is still told apart, a new field too.
     file.write_text(SMALL_SWEEP.replace("amp = false", "lr = 0.05"))
     with pytest.raises(RunExistsError, match=r"other settings: lr=0.1 \(the sweep's: 0.05\)"):
         run_sweep(file, out, quiet=True)
+    for value, recorded in (("pad = 2", "pad=0 (the sweep's: 2)"), ("label_noise = 0.2", "label_noise=0.0 (the sweep's: 0.2)"),
+                            ('shortcut = "B"', "shortcut='A' (the sweep's: 'B')")):
+        file.write_text(SMALL_SWEEP.replace("amp = false", value))
+        with pytest.raises(RunExistsError, match=re.escape(recorded)):
+            run_sweep(file, out, quiet=True)
 
 
 def test_a_budget_cut_keeps_every_seed_and_the_named_baseline_is_paired_with_each_setting(tmp_path):

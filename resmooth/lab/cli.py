@@ -10,8 +10,9 @@ from pathlib import Path
 
 from .. import __version__
 from .._checks import flags
-from .runfiles import CHECKPOINT, RunExistsError
-from .train import Config, NonFiniteLossError, load_run_data, train
+from .config import Config
+from .runfiles import CHECKPOINT, NonFiniteLossError, RunExistsError
+from .train import load_run_data, train
 
 
 def _add_field_arguments(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -5,7 +5,7 @@ trial of a sweep; a trial trains into ``<out>/<setting>/seed-<k>`` on the machin
 resuming from its own checkpoint there when an earlier attempt died (Ray retries a task whose
 worker dies, at most ``max_retries`` times), and returns its ``metrics.jsonl`` and
 ``summary.json`` as text (a trial whose loss diverged: its ``diverged.json``, see
-:func:`resmooth.lab.sweep.train_or_record`). The driver writes those files into its own ``out``
+:func:`resmooth.lab.runfiles.train_or_record`). The driver writes those files into its own ``out``
 folder wherever they are missing: on a shared file system the trial has already written them and
 nothing is copied; without one (``shared_fs=False``, or a cluster whose nodes do not see the driver's disk) the
 driver's copy is the result. Either way ``report`` reads the same layout.
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import spelled
-from .runfiles import atomic_write
-from .sweep import DIVERGED, finished, train_or_record
-from .train import Config, train
+from .config import Config
+from .runfiles import DIVERGED, atomic_write, finished, train_or_record
+from .train import train
 
 RESULT_FILES = ("metrics.jsonl", "summary.json")
 

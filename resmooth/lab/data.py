@@ -69,7 +69,9 @@ class DeviceData:
     """The splits of one dataset, normalized per channel, each one tensor on the device.
 
     ``val_x``/``val_y`` are ``None`` unless a validation fraction was held out of training.
-    ``mean``/``std`` are per channel, in units of the pixel scaled to [0, 1].
+    ``mean``/``std`` are per channel, in units of the pixel scaled to [0, 1]. ``train_true_y`` and
+    ``val_true_y`` hold the true labels where ``train_y`` and ``val_y`` are noisy
+    (:func:`resmooth.lab.noise.with_label_noise`), else ``None``.
     """
 
     name: str
@@ -84,6 +86,8 @@ class DeviceData:
     augment: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    train_true_y: Tensor | None = None
+    val_true_y: Tensor | None = None
 
     @property
     def pad_fill(self) -> Tensor:
@@ -259,6 +263,7 @@ def load_data(
     val_fraction: float = 0.0,
     val_size: int = 0,
     seed: int = 0,
+    pad: int = 0,
     device: str | torch.device = "cpu",
     download: bool = False,
     dtype: torch.dtype = torch.float32,
@@ -272,7 +277,9 @@ def load_data(
     training split. ``val_size`` instead draws a validation split of that many images from the
     training images the subset left out (stratified, so the training set keeps the paper's size
     and the validation split does not shrink it); it needs ``subset < 1``. The test split is
-    always whole.
+    always whole. ``pad`` adds that many pixels on each side of every image of every split, each
+    the normalized black pixel (:attr:`DeviceData.pad_fill`): 2 makes Fashion-MNIST's 28x28 the
+    32x32 that the CIFAR ResNets take. The normalization is the unpadded training split's.
 
     Raises ``DatasetNotFoundError`` when the files are missing (and ``download`` is False) and
     ``DatasetChecksumError`` when a file's md5 is not the published one.
@@ -285,6 +292,7 @@ def load_data(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1) (a fraction of the training set); got {val_fraction:g}")
     check_int("val_size", val_size, 0)
+    check_int("pad", pad, 0)
     if val_size and val_fraction:
         raise ValueError("val_size and val_fraction both ask for a validation split; set one of them")
     if val_size and subset == 1.0:
@@ -312,8 +320,9 @@ def load_data(
     shift = torch.tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1) * info.pixel_max
 
     def to_device(x: Tensor) -> Tensor:
-        # Move the uint8 images (4x smaller) and convert there: (x / max - mean) / std.
-        return x.to(device).to(dtype).sub_(shift).div_(scale)
+        # Move the uint8 images (4x smaller) and convert there: (x / max - mean) / std. A pixel of the
+        # padding is a raw 0, so it becomes the normalized black pixel with the image.
+        return torch.nn.functional.pad(x.to(device), (pad,) * 4).to(dtype).sub_(shift).div_(scale)
 
     return DeviceData(
         name=name,

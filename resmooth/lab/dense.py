@@ -48,8 +48,7 @@ from .images import NOISES, corrupt, intersection_union, psnr, silhouette, ssim,
 from ..loss import DIFFUSION_TIME, ResidualSmoothingLoss, SquaredErrorLoss
 from .models.autoencoder import ConvAutoencoder
 from .stats import paired_difference, summarize_values
-from .runfiles import CHECKPOINT, atomic_write, environment, open_run, write_json
-from .train import NonFiniteLossError, resolve_device
+from .runfiles import CHECKPOINT, NonFiniteLossError, atomic_write, environment, open_run, resolve_device, write_json
 
 TASKS = ("denoise", "segment")
 LOSSES = ("squared-error", "total-variation", "resmooth-global", "resmooth-local", "resmooth-full", "resmooth-graph")
@@ -65,7 +64,7 @@ class DenseConfig:
 
     The smoothing fields (``distribution`` to ``s``) are those of
     :class:`~resmooth.diffusivity.DiffusivityMap`, the scheme the one that ``loss`` names. As in
-    :class:`~resmooth.lab.train.Config`, a field that the run would ignore must keep its default:
+    :class:`~resmooth.lab.config.Config`, a field that the run would ignore must keep its default:
     the smoothing fields and ``tau`` under a loss without smoothing, those that the scheme does
     not read, and ``tau`` under ``resmooth-graph`` (the global operator has no diffusion time).
     """

@@ -8,6 +8,7 @@ not produced by its code.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 # Table 1: ResNet20, Fashion-MNIST, full training set.
@@ -58,16 +59,52 @@ TABLE3 = {(model, data, method): cell for (model, data), cells in _T3_ROWS.items
 
 TABLES = {"table1": TABLE1, "table2": TABLE2, "table3": TABLE3}
 
+# The widths b of the paper's annealing, in the unit of its t, which it never names: grids from 0.1 to
+# 0.9, and from 0.9 to 1.7 for Laplace at 1/8 (Sec. 6.2); Table 3's 0.2 to 0.5. Its peak: 75% of the epochs.
+PAPER_B = (0.1, 1.7)
+PAPER_MU = 0.75
+
+
+def reading(config: dict[str, Any]) -> str | None:
+    """The reading of the annealing's time that a run's ``b`` and ``mu`` are (book, chapter 5, section 6;
+    chapter 7), told by the unit in which its ``b`` lies in the paper's range (:data:`PAPER_B`):
+
+    - ``"A"``: t, mu and b as fractions of the run (the library's): mu = 0.75 and b in the range;
+    - ``"C"``: b in epochs, the peak at 75% of the run: mu = 0.75 and b x epochs in the range (the
+      trainer takes b = b_epochs / epochs: 0.01875 is 0.9 epochs of 48);
+    - ``"B"``: t in epochs: mu x epochs = 0.75 and b x epochs in the range;
+    - ``"other"``: an annealing that is none of them.
+
+    None for a run without annealing (a method without a smoothing map, or the local scheme, whose
+    scale is constant). A b that a short run puts in the range in both units is (A), the library's.
+    """
+    if config["method"] not in ("resmooth", "sgd-rescaled") or config.get("scheme") == "local":
+        return None
+    epochs, mu, b = config["epochs"], config["mu"], config["b"]
+
+    def in_range(x: float) -> bool:
+        return PAPER_B[0] * (1 - 1e-9) <= x <= PAPER_B[1] * (1 + 1e-9)  # 0.0354166... x 48 is 1.7 less a rounding
+
+    if math.isclose(mu, PAPER_MU) and in_range(b):
+        return "A"
+    if in_range(b * epochs) and (math.isclose(mu, PAPER_MU) or math.isclose(mu * epochs, PAPER_MU)):
+        return "C" if math.isclose(mu, PAPER_MU) else "B"
+    return "other"
+
 
 def paper_cell(table: str, config: dict[str, Any]) -> tuple | None:
     """The key of the paper's cell that a run's config reproduces, or None if it has none.
 
     Hyperparameters the paper chose by grid search (b, and alpha) are not part of the key: the
     paper reports the best of its grid in each cell. Nor are the readings of its open choices
-    (the learning rate of the mean over the outputs, the activation), for the methods: the claim
-    is the method's. An SGD run in another reading than the book's (lr 0.1, softmax) has no cell.
+    (the learning rate of the mean over the outputs, the activation, the annealing's time: :func:`reading`),
+    for the methods: the claim is the method's. An SGD run in another reading than the book's (lr 0.1,
+    softmax) has no cell, nor has a run on another input or network than the book's (``pad``,
+    ``shortcut``: the screen of the baseline's gap, reported as its shift against the base).
     """
     method = config["method"]
+    if config.get("pad", 0) != 0 or config.get("shortcut", "A") not in (None, "A"):
+        return None  # another input or network than the paper's cells were measured on, as the book reads them
     if method == "sgd" and (config.get("lr") not in (None, 0.1) or config.get("activation", "softmax") != "softmax"):
         return None  # another reading of the baseline (chapter 7): the paper's cells hold its own
     if table == "table1":

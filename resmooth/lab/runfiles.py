@@ -2,7 +2,9 @@
 
 Shared by every runner (:mod:`resmooth.lab.train`, :mod:`resmooth.lab.dense`, :mod:`resmooth.lab.sweep`,
 :mod:`resmooth.lab.cluster`): a file is written to a temporary name and renamed into place, so a
-reader (or a run killed mid-write) never sees half of it.
+reader (or a run killed mid-write) never sees half of it. A run ends with its ``summary.json``, or,
+when its loss diverged (:class:`NonFiniteLossError`), with the record :func:`train_or_record`
+writes in its place (:data:`DIVERGED`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,33 @@ class RunExistsError(FileExistsError):
     """The output folder holds a run that would be overwritten."""
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite: the run diverged.
+
+    ``epoch`` (counted from 1) and ``loss`` say when and what; a sweep records them as the run's
+    result (:data:`DIVERGED`) instead of stopping.
+    """
+
+    def __init__(self, message: str, *, epoch: int, loss: float) -> None:
+        super().__init__(message)
+        self.epoch, self.loss = epoch, loss
+
+
 CHECKPOINT = "checkpoint.pt"
+# The record of a run that diverged, in its folder in place of summary.json: the sweep's result for it.
+DIVERGED = "diverged.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; any other name as torch reads it, refused when
+    it asks for CUDA that this machine lacks."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{spelled('device', name)} was asked for, but CUDA is not available here; use "
+                         f"{spelled('device', 'cpu')} or {spelled('device', 'auto')}")
+    return device
 
 
 def open_run(out: Path, *, resume: bool, overwrite: bool, started_by: tuple[str, ...] = (CHECKPOINT,)) -> dict[str, Any] | None:
@@ -94,3 +123,26 @@ def environment(device: torch.device) -> dict[str, str | int]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {"device_name": name, "torch_version": torch.__version__, "resmooth_version": __version__,
             "threads": torch.get_num_threads()}
+
+
+def finished(folder: Path) -> Path | None:
+    """The file that marks the run in ``folder`` as done: its summary.json, its :data:`DIVERGED`, or None."""
+    return next((folder / f for f in ("summary.json", DIVERGED) if (folder / f).exists()), None)
+
+
+def train_or_record(train_run: Callable[..., Any], config: Any, folder: Path, *, quiet: bool, data: Any = None) -> None:
+    """Train one run of a sweep (resuming); if its loss diverges, write :data:`DIVERGED` instead of stopping.
+
+    A diverged run is an outcome of its setting, not a fault of the sweep: the other runs go on, and
+    the report counts it. The record holds the config as the run read it, the epoch (from 1) whose
+    training loss was not finite, that loss, the trainer's message, and where it ran.
+    """
+    try:
+        train_run(config, folder, resume=True, quiet=quiet, data=data)
+    except NonFiniteLossError as error:
+        record = {"config": config.used(), "diverged": True, "epoch": error.epoch, "train_loss": str(error.loss),
+                  "message": str(error), "seed": config.seed, **environment(resolve_device(config.device))}
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / DIVERGED, record)
+        if not quiet:
+            print(f"{folder}: diverged in epoch {error.epoch} (training loss {error.loss}); recorded in {DIVERGED}")

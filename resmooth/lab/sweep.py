@@ -21,13 +21,13 @@ A sweep file (read with ``tomllib``: data only, never code)::
     weight_decay = [1e-3]
     seed = [5, 6, 7, 8, 9]
 
-A classification run is a :class:`resmooth.lab.train.Config` trained by :func:`resmooth.lab.train.train`;
+A classification run is a :class:`resmooth.lab.config.Config` trained by :func:`resmooth.lab.train.train`;
 a dense one (chapter 10) a :class:`resmooth.lab.dense.DenseConfig` trained by
 :func:`resmooth.lab.dense.train_dense`. Each run lands in ``OUT/<setting>/seed-<k>/`` with the files
 of its trainer; a run whose summary.json exists is skipped, so a sweep can be stopped and started
 again, and a run stopped part way resumes from its checkpoint. A run whose training loss becomes
-NaN or infinite (:class:`~resmooth.lab.train.NonFiniteLossError`) is a result too: the sweep
-writes ``diverged.json`` (:data:`DIVERGED`) in its folder, skips it from then on like a finished
+NaN or infinite (:class:`~resmooth.lab.runfiles.NonFiniteLossError`) is a result too: the sweep
+writes ``diverged.json`` (:data:`~resmooth.lab.runfiles.DIVERGED`) in its folder, skips it from then on like a finished
 run, and goes on with the others; the report counts it as dead.
 
 A grid block's ``seed`` list, the one list that is not a product, gives its settings those seeds
@@ -53,11 +53,11 @@ from typing import Any
 import torch
 
 from . import dense, train
+from .config import Config
 from .._checks import check_choice, check_int, spelled
 from ._fields import not_read
 from .paper import TABLES
-from .runfiles import RunExistsError, atomic_write, environment, write_json
-from .train import NonFiniteLossError, resolve_device
+from .runfiles import DIVERGED, RunExistsError, atomic_write, finished, train_or_record
 
 SWEEP_KEYS = {"name", "kind", "paper_table", "baseline", "trials", "first_seed", "base", "grid", "description"}
 
@@ -73,36 +73,11 @@ class RunKind:
 
 
 KINDS = {
-    "classification": RunKind(train.Config, train.train, train.load_run_data, train.DATA_FIELDS),
+    "classification": RunKind(Config, train.train, train.load_run_data, train.DATA_FIELDS),
     "dense": RunKind(dense.DenseConfig, dense.train_dense, dense.load_run_data, dense.DATA_FIELDS),
 }
 # Where a run ran, which run_sweep's overrides set: a finished run may differ from the sweep there.
 PLACE_FIELDS = ("data_root", "device")
-# The record of a run that diverged, in its folder in place of summary.json: the sweep's result for it.
-DIVERGED = "diverged.json"
-
-
-def finished(folder: Path) -> Path | None:
-    """The file that marks the run in ``folder`` as done: its summary.json, its :data:`DIVERGED`, or None."""
-    return next((folder / f for f in ("summary.json", DIVERGED) if (folder / f).exists()), None)
-
-
-def train_or_record(train_run: Callable[..., Any], config: Any, folder: Path, *, quiet: bool, data: Any = None) -> None:
-    """Train one run of a sweep (resuming); if its loss diverges, write :data:`DIVERGED` instead of stopping.
-
-    A diverged run is an outcome of its setting, not a fault of the sweep: the other runs go on, and
-    the report counts it. The record holds the config as the run read it, the epoch (from 1) whose
-    training loss was not finite, that loss, the trainer's message, and where it ran.
-    """
-    try:
-        train_run(config, folder, resume=True, quiet=quiet, data=data)
-    except NonFiniteLossError as error:
-        record = {"config": config.used(), "diverged": True, "epoch": error.epoch, "train_loss": str(error.loss),
-                  "message": str(error), "seed": config.seed, **environment(resolve_device(config.device))}
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / DIVERGED, record)
-        if not quiet:
-            print(f"{folder}: diverged in epoch {error.epoch} (training loss {error.loss}); recorded in {DIVERGED}")
 
 
 @dataclass
@@ -159,7 +134,7 @@ class Sweep:
                              f"got {self.baseline!r}")
 
     def config(self, values: dict[str, Any]) -> Any:
-        """The config of one run: a :class:`~resmooth.lab.train.Config` or, in a dense sweep, a
+        """The config of one run: a :class:`~resmooth.lab.config.Config` or, in a dense sweep, a
         :class:`~resmooth.lab.dense.DenseConfig`; unknown fields fail, naming them."""
         return KINDS[self.kind].config.from_dict(values)
 
@@ -190,7 +165,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file: unknown keys and bad fields fail here, naming the field.
 
     The file's ``kind`` says what its runs are, and so which config its fields are checked against:
-    ``"classification"`` (the default, :class:`~resmooth.lab.train.Config`) or ``"dense"``
+    ``"classification"`` (the default, :class:`~resmooth.lab.config.Config`) or ``"dense"``
     (:class:`~resmooth.lab.dense.DenseConfig`).
     """
     with open(path, "rb") as f:

@@ -7,10 +7,12 @@ layer: depth ``6n + 2`` gives ResNet20/32/44/56/110. ``width`` scales the three 
 ResNet8 (``width = 8``, 19k parameters) is this project's addition: the largest member of the
 family whose paired, multi-seed Fashion-MNIST study fits two CPU cores (book, chapter 7).
 
-Shortcuts are option A of the paper (Sec. 3.3, used for CIFAR in Sec. 4.2): where a block halves
-the resolution and doubles the width, the identity is subsampled with stride 2 and the new
-channels are zeros. It has no parameters, so the counts match the published ones (ResNet20
-0.27M, ResNet110 1.7M); option B's 1x1 projections would add 2,752 parameters to every depth.
+Shortcuts are option A of the paper (Sec. 3.3, used for CIFAR in Sec. 4.2) by default: where a
+block halves the resolution and doubles the width, the identity is subsampled with stride 2 and
+the new channels are zeros. It has no parameters, so the counts match the published ones
+(ResNet20 0.27M, ResNet110 1.7M). Option B (``shortcut="B"``, Sec. 3.3) projects there instead, with
+a 1x1 convolution of that stride and a batch norm, as torchvision's ResNets do: 2,752 parameters
+more at every depth (two projections, 16 to 32 and 32 to 64 channels, and their batch norms).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..._checks import check_int
+from ..._checks import check_choice, check_int
 
 WIDTH = 16  # channels of the first stage in He et al.'s CIFAR ResNets
+SHORTCUTS = ("A", "B")  # He et al. Sec. 3.3: zero-padded identity, or projection where the shape changes
 
 
 class ZeroPadShortcut(nn.Module):
@@ -41,10 +44,15 @@ class ZeroPadShortcut(nn.Module):
         return f"stride={self.stride}, extra_channels={self.extra_channels}"
 
 
+def projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    """Option B: a 1x1 convolution with ``stride`` and a batch norm (no bias: the norm shifts)."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+
+
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU (He et al. 2016, Fig. 2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str = "A") -> None:
         super().__init__()
         # No conv biases: each conv is followed by BN, whose shift makes a bias redundant.
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
@@ -53,6 +61,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         if stride == 1 and in_channels == out_channels:
             self.shortcut: nn.Module = nn.Identity()
+        elif shortcut == "B":
+            self.shortcut = projection(in_channels, out_channels, stride)
         else:
             self.shortcut = ZeroPadShortcut(stride, out_channels - in_channels)
 
@@ -70,13 +80,16 @@ class ResNet(nn.Module):
         num_classes: size of the output.
         in_channels: channels of the input images (3 for CIFAR, 1 for Fashion-MNIST).
         width: channels of the first stage; the second and third have twice and four times as many.
+        shortcut: ``"A"`` (zero-padded identity) or ``"B"`` (1x1 projection) where a block changes the shape.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = WIDTH) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = WIDTH,
+                 shortcut: str = "A") -> None:
         super().__init__()
         if check_int("depth", depth) < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 20, 32, 44, 56, 110, ...); got {depth!r}")
         check_int("width", width, 1)
+        check_choice("shortcut", shortcut, SHORTCUTS)
         n = (depth - 2) // 6
         widths = (width, 2 * width, 4 * width)
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
@@ -86,7 +99,7 @@ class ResNet(nn.Module):
         for stage, width in enumerate(widths):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(channels, width, stride))
+                blocks.append(BasicBlock(channels, width, stride, shortcut))
                 channels = width
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(channels, num_classes)
@@ -113,30 +126,30 @@ def he_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def resnet8(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(8, num_classes, in_channels)
+def resnet8(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> ResNet:
+    return ResNet(8, num_classes, in_channels, shortcut=shortcut)
 
 
-def resnet8_narrow(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+def resnet8_narrow(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> ResNet:
     """ResNet8 at half width (8, 16, 32 channels): the model of the CPU Fashion-MNIST study."""
-    return ResNet(8, num_classes, in_channels, width=8)
+    return ResNet(8, num_classes, in_channels, width=8, shortcut=shortcut)
 
 
-def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(20, num_classes, in_channels)
+def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> ResNet:
+    return ResNet(20, num_classes, in_channels, shortcut=shortcut)
 
 
-def resnet32(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(32, num_classes, in_channels)
+def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> ResNet:
+    return ResNet(32, num_classes, in_channels, shortcut=shortcut)
 
 
-def resnet44(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(44, num_classes, in_channels)
+def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> ResNet:
+    return ResNet(44, num_classes, in_channels, shortcut=shortcut)
 
 
-def resnet56(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(56, num_classes, in_channels)
+def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> ResNet:
+    return ResNet(56, num_classes, in_channels, shortcut=shortcut)
 
 
-def resnet110(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(110, num_classes, in_channels)
+def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> ResNet:
+    return ResNet(110, num_classes, in_channels, shortcut=shortcut)
