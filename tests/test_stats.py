@@ -5,8 +5,8 @@ import statistics
 
 import pytest
 
-from resmooth.lab.stats import (paired_difference, selection_gain, sign_test, summarize_values, t_cdf, t_power,
-                            t_quantile)
+from resmooth.lab.stats import (against_observed, paired_difference, selection_gain, sign_test, summarize_values, t_cdf,
+                            t_power, t_quantile)
 
 scipy_stats = pytest.importorskip("scipy.stats")  # the independent reference (the test extra installs it)
 
@@ -76,3 +76,29 @@ def test_the_selection_gain_is_the_expected_maximum_of_the_grid():
     assert mean < p95 < 4 * 0.2 / math.sqrt(5)
     assert selection_gain(0.2, grid=1)[0] == pytest.approx(0.0, abs=0.002)  # one setting: no selection
     assert selection_gain(0.0) == (0.0, 0.0)
+
+
+def test_against_observed_carries_both_errors_by_hand():
+    # d = (0.1, 0.3, 0.2, 0.4, 0.0): mean 0.2, variance 0.025, so se_ours^2 = 0.005 on 4 df. The
+    # other study's two five-trial means, each with sd 0.5: 0.25 / 5 = 0.05 each on 4 df.
+    ours = paired_difference([0.1, 0.3, 0.2, 0.4, 0.0], [0.0] * 5)
+    test = against_observed(ours, 0.33, [0.5, 0.5], trials=5)
+    assert test.se == pytest.approx(math.sqrt(0.105))
+    assert test.z == pytest.approx(-0.13 / math.sqrt(0.105))  # -0.40119
+    # Welch-Satterthwaite: 0.105^2 / (0.005^2 / 4 + 2 * 0.05^2 / 4) = 0.011025 / 0.00125625.
+    assert test.df == pytest.approx(0.011025 / 0.00125625)  # 8.776
+    assert test.p == pytest.approx(2 * scipy_stats.t.cdf(-0.13 / math.sqrt(0.105), 0.011025 / 0.00125625), abs=1e-8)
+    assert test.p == pytest.approx(0.6978, abs=1e-4)
+
+
+def test_against_observed_without_their_error_is_the_paired_t_test():
+    ours = paired_difference([89.1, 89.6, 89.0, 89.4, 88.9], [89.3, 89.5, 89.2, 89.6, 89.0])
+    test = against_observed(ours, 0.33, [0.0, 0.0], trials=5)
+    assert test.df == pytest.approx(4)
+    assert test.p == pytest.approx(2 * min(ours.p_below(0.33), 1 - ours.p_below(0.33)), abs=1e-9)
+    # Their error widens the test: the same gap is less surprising.
+    assert against_observed(ours, 0.33, [0.2, 0.2], trials=5).p > test.p
+    with pytest.raises(ValueError, match="trials"):
+        against_observed(ours, 0.33, [0.2, 0.2], trials=1)
+    with pytest.raises(ValueError, match="sds"):
+        against_observed(ours, 0.33, [-0.2], trials=5)

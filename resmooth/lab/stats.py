@@ -3,8 +3,10 @@
 A mean over trials gets its 95% Student-t interval (:func:`summarize_values`); a paired
 difference its 95% paired t interval, the one-sided test against a claimed gain, the equivalence
 test at a margin and the smallest gain it can detect (:class:`Paired`); :func:`selection_gain`
-sizes what choosing the best of a grid on the test set manufactures when nothing works. SciPy is
-not needed: the t and noncentral t distributions are integrated here.
+sizes what choosing the best of a grid on the test set manufactures when nothing works, and
+:func:`against_observed` tests a paired difference against another study's observed difference,
+each with its own error. SciPy is not needed: the t and noncentral t distributions are integrated
+here.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ def _simpson(f, a: float, b: float, n: int = 2000) -> float:
     return (f(a) + f(b) + sum((4 if i % 2 else 2) * f(a + i * h) for i in range(1, n))) * h / 3
 
 
-def t_cdf(x: float, df: int) -> float:
-    """The CDF of Student's t with ``df`` degrees of freedom, its density integrated by Simpson's rule."""
+def t_cdf(x: float, df: float) -> float:
+    """The CDF of Student's t with ``df`` degrees of freedom (any real df >= 1, as Welch-Satterthwaite's),
+    its density integrated by Simpson's rule."""
     if df < 1:
         raise ValueError(f"df must be >= 1; got {df}")
     log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
@@ -215,3 +218,45 @@ def selection_gain(sd: float, *, trials: int = 5, grid: int = 5, draws: int = 10
     sd_mean = sd / math.sqrt(trials)
     gains = sorted(max(rng.gauss(0.0, sd_mean) for _ in range(grid)) - rng.gauss(0.0, sd_mean) for _ in range(draws))
     return statistics.fmean(gains), gains[math.ceil(0.95 * (draws - 1))]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A paired difference against another study's observed difference (:func:`against_observed`).
+
+    ``z`` is the standardized gap, ``se`` its standard error (ours and theirs in quadrature), ``df``
+    the Welch-Satterthwaite degrees of freedom and ``p`` the two-sided p of "the two are equal".
+    """
+
+    z: float
+    se: float
+    df: float
+    p: float
+
+
+def against_observed(ours: Paired, observed: float, sds: list[float], trials: int) -> Observed:
+    """Test "our true difference equals the one another study observed", carrying both errors.
+
+    The other study reports a difference of independent means of ``trials`` runs each and no spread
+    (the paper: two five-trial means). Each of its means gets the standard error ``sd / sqrt(trials)``
+    from ``sds``, one standard deviation per mean (ours, of the same setting), with ``trials - 1``
+    degrees of freedom; ours is the paired standard error with ``n - 1``. Then
+    ``z = (mean - observed) / sqrt(se_ours^2 + sum_j sd_j^2 / trials)`` and the two-sided p is read
+    from Student's t with the Welch-Satterthwaite degrees of freedom
+    ``(sum_i v_i)^2 / sum_i (v_i^2 / df_i)`` over the variances ``v_i``, ours and each of theirs.
+    """
+    if trials < 2:
+        raise ValueError(f"trials must be >= 2; got {trials}")
+    if ours.n < 2:
+        raise ValueError(f"ours must hold at least two pairs; got n={ours.n}")
+    if not sds or any(not sd >= 0 for sd in sds):
+        raise ValueError(f"sds must be one or more standard deviations >= 0; got {sds!r}")
+    parts = [(ours.se**2, ours.n - 1)] + [(sd**2 / trials, trials - 1) for sd in sds]
+    variance = sum(v for v, _ in parts)
+    if variance == 0:
+        raise ValueError("ours and sds have no spread at all: the test is undefined")
+    se = math.sqrt(variance)
+    z = (ours.mean - observed) / se
+    df = variance**2 / sum(v**2 / dof for v, dof in parts if v > 0)
+    tail = t_cdf(-abs(z), df)
+    return Observed(z, se, df, min(1.0, 2 * tail))

@@ -457,6 +457,23 @@ FIGURES = {
         dict(heading="A diffusivity map: smoothing that keeps edges", level="H2", least=3),
     ],
     "book/04_graph_operator": dict(heading="for a real sample", level="H3", least=1),
+    # Chapter 7 in three: the paper's regime (the paired differences, Figure 4(c), the learning
+    # curves), what the loss does in training (the ratio on raw outputs and over a run), and the
+    # small model (its paired differences and its Figure 4); the statistics appendix's simulation.
+    "book/07_paper_regime": [
+        dict(heading="Table 2 at 1/8, measured", level="H2", least=1),
+        dict(heading="Figure 4(c), redrawn", level="H2", least=1),
+        dict(heading="Learning curves", level="H2", least=1),
+    ],
+    "book/07_ablations": [
+        dict(heading="The softmax, or the raw outputs", level="H2", least=1),
+        dict(heading="The ratio over a run", level="H3", least=1),
+    ],
+    "book/07_small_model": [
+        dict(heading="Paired comparisons, two protocols", level="H2", least=1),
+        dict(heading="Figure 4, redrawn", level="H2", least=1),
+    ],
+    "book/reading_seeds": dict(heading="Try it yourself", level="H3", least=1),
     # One chapter for Table 3: the paper's margins (Section 3); the cost and the commands have no figure.
     "book/08_benchmark_reproduction": dict(heading="Table 3", level="H2", least=1),
     # The grid code's checks, moved here from chapter 3: the test image and the convergence plot, and

@@ -1,21 +1,8 @@
-"""The verdict: one row per claim of the paper, and per reading of it, from the studies in ``results/``.
+"""The verdict's rows: one per claim of the paper and per reading, measured from ``results/``."""
 
-:func:`verdict_table` reads the runs of each study (``results/<study>/<setting>/seed-<k>/``) and,
-for each :class:`Claim` of :data:`CLAIMS`, pairs the method with its baseline seed by seed: the
-paired 95% t interval, the seeds won and lost, the one-sided test of "the gain is at least the
-paper's" (:meth:`resmooth.lab.stats.Paired.p_below`), the test that carries the paper's own
-standard error (:func:`versus_paper`), and the smallest gain the comparison detects. Its status
-says how far the study has got: the seeds it plans come from the sweep file,
-``experiments/<study>.toml`` (else the copy in the results folder), the seeds done from the
-runs. A study with neither is "not run yet". :func:`verdict_markdown` renders the rows, in full
-or in the short form that the README carries; :func:`selection_effect` sizes what the paper's
-choice of ``b`` on the test set manufactures. ``python -m resmooth.lab.verdict results`` prints
-the table, and ``--readme README.md`` rewrites the README's copy of the short form.
-"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -25,11 +12,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .paper import TABLE2, TABLE3
-from .runfiles import atomic_write
-from .stats import Paired, paired_difference, selection_gain, t_cdf
-from .sweep import DIVERGED, Sweep, load_sweep
-from .train import Config
+from ..paper import TABLE2, TABLE3
+from ..stats import Paired, paired_difference, selection_gain, t_cdf
+from ..sweep import DIVERGED, Sweep, load_sweep
+from ..train import Config
 
 # The fields that say where and how a run ran, not what it trains: two runs that differ only in
 # these are the same setting.
@@ -465,82 +451,3 @@ def selection_effect(results_root: str | Path = "results", *, grid: int = 5, tri
     sd = math.sqrt(statistics.fmean(variances))
     mean, p95 = selection_gain(sd, trials=trials, grid=grid)
     return Selection(sd, len(variances), mean, p95)
-
-
-# --- Rendering --------------------------------------------------------------------------------
-
-def _p(p: float) -> str:
-    return "" if math.isnan(p) else (f"{p:.3f}" if p >= 0.001 else "<0.001")
-
-
-def _signed(x: float | None) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:+.2f}"
-
-
-def _paper(claim: Claim) -> str:
-    if claim.key == "table3":
-        gains = table3_gains()
-        return f"{min(gains):+.2f} to {max(gains):+.2f}"
-    return _signed(claim.paper)
-
-
-def verdict_markdown(rows: list[VerdictRow], *, short: bool = False) -> str:
-    """The rows as a Markdown table: in full (every test, the status in short), or ``short`` (the
-    difference and the status in words)."""
-    if short:
-        lines = ["| claim | paper | ours [95% t] | seeds | status |", "|---|---:|---:|---:|---|"]
-        for row in rows:
-            ours = str(row.paired) if row.paired else "—"
-            lines.append(f"| {row.claim.text} | {_paper(row.claim)} | {ours} | {row.paired.n if row.paired else 0} | {row.status} |")
-        return "\n".join(lines)
-    lines = ["| claim | paper | ours [95% t] | won-lost | p (≥ paper) | p (paper's error) | detects | seeds |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for row in rows:
-        p = row.paired
-        if p is None:
-            cells = ["—"] * 5
-        else:
-            versus = row.versus_paper()
-            cells = [str(p), f"{p.wins}-{p.losses}", _p(row.p_below_paper()) or "—", _p(versus.p) if versus else "—",
-                     f"{row.detectable():.2f}" if p.n > 1 else "—"]
-        lines.append(f"| {row.claim.text} | {_paper(row.claim)} | " + " | ".join(cells) + f" | {row.short_status} |")
-    return "\n".join(lines)
-
-
-README_KEYS = ("laplace-a", "logistic-a", "reading-c", "control", "small-0.125", "noise-0.4-A", "table3")
-README_BEGIN = "<!-- verdict: begin (python -m resmooth.lab.verdict results --readme README.md) -->"
-README_END = "<!-- verdict: end -->"
-
-
-def readme_block(rows: list[VerdictRow]) -> str:
-    """The README's short form of the verdict: the rows of :data:`README_KEYS`, between the markers."""
-    shown = [row for key in README_KEYS for row in rows if row.claim.key == key]
-    return "\n".join([README_BEGIN, verdict_markdown(shown, short=True), README_END])
-
-
-def write_readme(path: str | Path, rows: list[VerdictRow]) -> None:
-    """Replace the block between the markers in ``path`` by :func:`readme_block` (atomically)."""
-    path = Path(path)
-    text = path.read_text()
-    start, end = text.find(README_BEGIN), text.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no verdict block: add the lines {README_BEGIN!r} and {README_END!r} where it goes")
-    new = text[:start] + readme_block(rows) + text[end + len(README_END):]
-    atomic_write(path, lambda p: p.write_text(new))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m resmooth.lab.verdict", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="?", default="results", help="the results folder (default: results)")
-    parser.add_argument("--experiments", help="the sweep files' folder (default: the results folder's sibling experiments)")
-    parser.add_argument("--readme", help="rewrite this README's verdict block instead of printing the full table")
-    args = parser.parse_args(argv)
-    rows = verdict_table(args.results, args.experiments)
-    if args.readme:
-        write_readme(args.readme, rows)
-    else:
-        print(verdict_markdown(rows))
-
-
-if __name__ == "__main__":
-    main()
