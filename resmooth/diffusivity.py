@@ -108,9 +108,11 @@ class DiffusivityMap:
         for name, minimum, strict in (("mu", None, False), ("b", 0.0, True), ("alpha", 0.0, False), ("s", 0.0, False)):
             object.__setattr__(self, name, check_real(name, getattr(self, name), minimum=minimum, strict=strict))
         for name, why in IGNORED[self.scheme].items():
-            if (self.scheme, name, getattr(self, name)) == ("global", "alpha", 0.0):
-                continue  # the global scheme's own alpha, said out loud
-            check_default(name, getattr(self, name), f"{spelled('scheme', self.scheme)} {why}")
+            value = getattr(self, name)
+            if value == _DEFAULTS[name] or (self.scheme, name, value) == ("global", "alpha", 0.0):
+                continue  # at its default, or the global scheme's own alpha, said out loud
+            # The message is built for a refused value only: torch<2.14 cannot compile ContextVar.get.
+            check_default(name, value, f"{spelled('scheme', self.scheme)} {why}")
 
     @classmethod
     def of(cls, owner: object, **values: Any) -> DiffusivityMap:
