@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paper import TABLE2, TABLE3
-from ..stats import Paired, paired_difference, selection_gain, t_cdf
+from ..stats import Paired, against_observed, paired_difference, selection_gain
 from ..sweep import DIVERGED, Sweep, load_sweep
 from ..train import Config
 
@@ -90,15 +90,10 @@ def versus_paper(paired: Paired, paper: float, sd_method: float, sd_baseline: fl
         raise ValueError(f"paper_trials must be >= 2; got {paper_trials}")
     if sd_method < 0 or sd_baseline < 0:
         raise ValueError(f"sd_method and sd_baseline must be >= 0; got {sd_method}, {sd_baseline}")
-    terms = [(paired.se**2, paired.n - 1), (sd_method**2 / paper_trials, paper_trials - 1),
-             (sd_baseline**2 / paper_trials, paper_trials - 1)]
-    variance = sum(v for v, _ in terms)
-    if variance == 0:
-        raise ValueError("every standard deviation is zero: the test has no error to scale by")
-    df = variance**2 / sum(v**2 / dof for v, dof in terms if v > 0)
-    z = (paired.mean - paper) / math.sqrt(variance)
-    tail = t_cdf(-abs(z), df)  # type: ignore[arg-type]  # the t density integrates at any real df
-    return VersusPaper(z, paired.se, math.sqrt(variance - paired.se**2), df, min(1.0, 2 * tail))
+    # The arithmetic is the statistics module's, the appendix's test (one home for it).
+    observed = against_observed(paired, paper, [sd_method, sd_baseline], paper_trials)
+    se_paper = math.sqrt(max(observed.se**2 - paired.se**2, 0.0))
+    return VersusPaper(observed.z, paired.se, se_paper, observed.df, observed.p)
 
 
 @dataclass(frozen=True)
