@@ -3,7 +3,7 @@
 1. Forward + backward of the loss over the squared-error baseline's, for (N, M) = (128, 10),
    (128, 100), (1024, 1000). Target: at most 2.0. Then the same with both losses under
    ``torch.compile(fullgraph=True)`` (the loss on its progress schedule, ``validate_args=False``).
-   Target: at most 1.5.
+   Target: at most 1.3.
 2. How the loss's cost grows with M at fixed N, against the paper's dense O(M^2) layer: the
    exponent k of time ~ M^k from a log-log fit (1 is linear, 2 quadratic).
 3. One training step of a ResNet20 with the loss over the same step with the baseline.
@@ -153,7 +153,7 @@ def main() -> None:
         if device == "cuda":
             print(f"GPU: {torch.cuda.get_device_name()}")
         loss_ratios(device, "Loss forward+backward over the squared-error baseline", 2.0, eager_losses)
-        loss_ratios(device, "Loss forward+backward under torch.compile over the compiled squared error", 1.5,
+        loss_ratios(device, "Loss forward+backward under torch.compile over the compiled squared error", 1.3,
                     compiled_losses)
         growth(device)
         training_step_ratio(device, channels_last=device == "cuda")
