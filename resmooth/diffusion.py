@@ -64,8 +64,7 @@ def graph_laplacian(v: Tensor) -> Tensor:
 def _smooth(d: Tensor, kappa: Tensor | float) -> Tensor:
     """``W d = d - h kappa L d`` over the last dim, ``h = 1 / (M - 1)``: Eq. 22 in O(M), unchecked.
 
-    The one place that Eq. 22's product is written; its transpose is in
-    :meth:`GlobalSmoothedNorm.backward`.
+    The one place that Eq. 22's product is written; its transpose is :func:`_smooth_transposed`.
     """
     value = -1.0 / (d.shape[-1] - 1)
     lap = graph_laplacian(d)
@@ -73,6 +72,11 @@ def _smooth(d: Tensor, kappa: Tensor | float) -> Tensor:
     if isinstance(kappa, Tensor):
         return torch.addcmul(d, kappa, lap, value=value)
     return torch.add(d, lap, alpha=value * kappa)
+
+
+def _smooth_transposed(v: Tensor, kappa: Tensor | float) -> Tensor:
+    """``W^T v = v - h L (kappa v)`` over the last dim (L is symmetric): the products' transpose."""
+    return torch.add(v, graph_laplacian(kappa * v), alpha=-1.0 / (v.shape[-1] - 1))
 
 
 def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
@@ -107,8 +111,8 @@ class GlobalSmoothedNorm(torch.autograd.Function):
     through it, and a gradient that reaches ``r`` itself is taken. It has the ``setup_context``
     form that torch.func needs: ``vmap`` runs it through its generated rule, ``grad`` and
     ``jacrev`` through :meth:`backward`, ``jvp``, ``jacfwd`` and ``hessian`` through :meth:`jvp`.
-    torch.compile cannot trace a custom ``jvp``: compiled code calls ``_GlobalSmoothedNormCompiled``,
-    the same node without it (:func:`global_smoothed_norm` picks).
+    Compiled code calls ``_GlobalSmoothedNormCompiled``, first derivatives only and faster there
+    (:func:`global_smoothed_norm` picks).
     """
 
     generate_vmap_rule = True
@@ -124,7 +128,7 @@ class GlobalSmoothedNorm(torch.autograd.Function):
         _, r = output
         # kappa needs no gradient: a tensor is saved as one, a number kept as it is.
         tensor_kappa = isinstance(kappa, Tensor)
-        ctx.h, ctx.kappa = 1.0 / (x.shape[-1] - 1), None if tensor_kappa else kappa
+        ctx.kappa = None if tensor_kappa else kappa
         saved = (x, r, kappa if tensor_kappa else None)
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
@@ -143,7 +147,7 @@ class GlobalSmoothedNorm(torch.autograd.Function):
             v, scale = r, 2 * grad_g.unsqueeze(-1)  # applied after W^T, as it is a factor per row
         else:
             v, scale = torch.addcmul(grad_r, r, grad_g.unsqueeze(-1), value=2.0), None
-        grad_d = torch.add(v, graph_laplacian(kappa * v), alpha=-ctx.h)  # W^T v = v - h L (kappa v)
+        grad_d = _smooth_transposed(v, kappa)
         # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward. In place but under a torch.func
         # transform, where grad_d may be unbatched and x batched, which in-place arithmetic refuses.
         factors = (x.sign(),) if scale is None else (x.sign(), scale)
@@ -161,12 +165,27 @@ class GlobalSmoothedNorm(torch.autograd.Function):
         return 2 * (r * r_t).sum(dim=-1), r_t
 
 
-class _GlobalSmoothedNormCompiled(GlobalSmoothedNorm):
-    """:class:`GlobalSmoothedNorm` without its ``jvp``, which torch.compile's Dynamo refuses to
-    trace (a compiled loss has no forward-mode derivative through this node)."""
+class _GlobalSmoothedNormCompiled(torch.autograd.Function):
+    """What compiled code calls in place of :class:`GlobalSmoothedNorm`: ``g``, and as a constant
+    second output the gradient's direction ``sign(x) W^T r``, made in the forward so that the
+    backward is one product. (Compiled with ``r`` as an output, r's gradient is materialized as
+    zeros and ``W^T`` runs in the backward: twice the time at M = 1000. Dynamo cannot trace a
+    custom ``jvp`` either.) First derivatives only, as compiled code takes them."""
 
-    # The base's own jvp, which Dynamo recognises as no custom rule (its signature is the base's).
-    jvp = staticmethod(torch.autograd.Function.jvp)  # type: ignore[assignment]
+    @staticmethod
+    def forward(x: Tensor, d: Tensor, kappa: Tensor | float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        r = _smooth(d, kappa)
+        return torch.linalg.vector_norm(r, dim=-1).square(), _smooth_transposed(r, kappa) * x.sign()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_g: Tensor, _: Any) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (direction,) = ctx.saved_tensors
+        return 2 * grad_g.unsqueeze(-1) * direction, None, None
 
 
 def global_smoothed_norm(x: Tensor, d: Tensor, kappa: Tensor | float) -> Tensor:
