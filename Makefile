@@ -34,7 +34,7 @@ test: unit nbval browser
 PORTABLE_CPU ?= ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=default
 
 unit: $(STAMP)
-	$(PORTABLE_CPU) $(BIN)/python -m pytest tests --ignore=tests/browser
+	$(PORTABLE_CPU) $(BIN)/python -m pytest tests --ignore=tests/browser --durations=15
 
 nbval: $(STAMP)
 	$(PORTABLE_CPU) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-sanitize-with book/sanitize.cfg book
