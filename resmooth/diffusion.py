@@ -56,27 +56,39 @@ def smoothing_matrix(kappa: Tensor) -> Tensor:
     return torch.where(eye, (1 - kappa).unsqueeze(-1), off)
 
 
-def graph_laplacian(v: Tensor) -> Tensor:
-    """``(M I - 1 1^T) v`` over the last dim: the Laplacian of the complete graph on M nodes."""
-    return torch.add(v.sum(dim=-1, keepdim=True).neg_(), v, alpha=v.shape[-1])
+def graph_laplacian(v: Tensor, out: Tensor | None = None) -> Tensor:
+    """``(M I - 1 1^T) v`` over the last dim: the Laplacian of the complete graph on M nodes.
+
+    ``out``: where to write it, which may be ``v`` itself (the sum is taken first).
+    """
+    return torch.add(v.sum(dim=-1, keepdim=True).neg_(), v, alpha=v.shape[-1], out=out)
 
 
-def _smooth(d: Tensor, kappa: Tensor | float) -> Tensor:
+# ``reuse`` below: build the result in the buffer of an intermediate, one new tensor of the
+# input's size instead of two or three. Each new tensor costs more than its arithmetic once it
+# outgrows the cache (the loss's eager time at (1024, 1000)); ``out=`` is not differentiable, so
+# it is for a node's own forward and first-order backward, outside torch.func.
+
+
+def _smooth(d: Tensor, kappa: Tensor | float, reuse: bool = False) -> Tensor:
     """``W d = d - h kappa L d`` over the last dim, ``h = 1 / (M - 1)``: Eq. 22 in O(M), unchecked.
 
     The one place that Eq. 22's product is written; its transpose is :func:`_smooth_transposed`.
     """
     value = -1.0 / (d.shape[-1] - 1)
     lap = graph_laplacian(d)
+    out = lap if reuse else None
     # In one pass, for a tensor or a number kappa.
     if isinstance(kappa, Tensor):
-        return torch.addcmul(d, kappa, lap, value=value)
-    return torch.add(d, lap, alpha=value * kappa)
+        return torch.addcmul(d, kappa, lap, value=value, out=out)
+    return torch.add(d, lap, alpha=value * kappa, out=out)
 
 
-def _smooth_transposed(v: Tensor, kappa: Tensor | float) -> Tensor:
+def _smooth_transposed(v: Tensor, kappa: Tensor | float, reuse: bool = False) -> Tensor:
     """``W^T v = v - h L (kappa v)`` over the last dim (L is symmetric): the products' transpose."""
-    return torch.add(v, graph_laplacian(kappa * v), alpha=-1.0 / (v.shape[-1] - 1))
+    weighted = kappa * v
+    lap = graph_laplacian(weighted, out=weighted if reuse else None)
+    return torch.add(v, lap, alpha=-1.0 / (v.shape[-1] - 1), out=lap if reuse else None)
 
 
 def smooth_residual(d: Tensor, kappa: Tensor | float) -> Tensor:
@@ -111,7 +123,8 @@ class GlobalSmoothedNorm(torch.autograd.Function):
     through it, and a gradient that reaches ``r`` itself is taken. It has the ``setup_context``
     form that torch.func needs: ``vmap`` runs it through its generated rule, ``grad`` and
     ``jacrev`` through :meth:`backward`, ``jvp``, ``jacfwd`` and ``hessian`` through :meth:`jvp`.
-    Compiled code calls ``_GlobalSmoothedNormCompiled``, first derivatives only and faster there
+    Compiled code calls ``_GlobalSmoothedNormCompiled``, first derivatives only and faster there,
+    and eager code outside torch.func this node's ``forward(ctx, ...)`` twin, cheaper to call
     (:func:`global_smoothed_norm` picks).
     """
 
@@ -119,7 +132,7 @@ class GlobalSmoothedNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, d: Tensor, kappa: Tensor | float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        r = _smooth(d, kappa)
+        r = _smooth(d, kappa, reuse=not in_transform())
         return torch.linalg.vector_norm(r, dim=-1).square(), r
 
     @staticmethod
@@ -147,12 +160,14 @@ class GlobalSmoothedNorm(torch.autograd.Function):
             v, scale = r, 2 * grad_g.unsqueeze(-1)  # applied after W^T, as it is a factor per row
         else:
             v, scale = torch.addcmul(grad_r, r, grad_g.unsqueeze(-1), value=2.0), None
-        grad_d = _smooth_transposed(v, kappa)
-        # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward. In place but under a torch.func
-        # transform, where grad_d may be unbatched and x batched, which in-place arithmetic refuses.
+        # In place but under a torch.func transform, where grad_d may be unbatched and x batched,
+        # which in-place arithmetic refuses, and in a backward that is itself differentiated.
+        transformed = in_transform()
+        grad_d = _smooth_transposed(v, kappa, reuse=not (transformed or torch.is_grad_enabled()))
+        # d|x|/dx = sign(x), 0 at 0 as in torch.abs's own backward.
         factors = (x.sign(),) if scale is None else (x.sign(), scale)
         for factor in factors:
-            grad_d = grad_d * factor if in_transform() else grad_d.mul_(factor)
+            grad_d = grad_d * factor if transformed else grad_d.mul_(factor)
         return grad_d, None, None
 
     @staticmethod
@@ -188,9 +203,29 @@ class _GlobalSmoothedNormCompiled(torch.autograd.Function):
         return 2 * grad_g.unsqueeze(-1) * direction, None, None
 
 
+class _GlobalSmoothedNormEager(torch.autograd.Function):
+    """:class:`GlobalSmoothedNorm` in the ``forward(ctx, ...)`` form, which eager code calls
+    outside torch.func: the same forward, saved context and derivatives. ``apply`` binds the
+    arguments of a ``setup_context`` node to its forward's signature (``inspect.signature``) at
+    every call, about a tenth of the loss's eager time at (128, 10); this form has no binding,
+    and torch.func, which needs the other form, calls the other node."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, d: Tensor, kappa: Tensor | float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        output = GlobalSmoothedNorm.forward(x, d, kappa)
+        GlobalSmoothedNorm.setup_context(ctx, (x, d, kappa), output)
+        return output
+
+    backward = GlobalSmoothedNorm.backward
+    jvp = GlobalSmoothedNorm.jvp
+
+
 def global_smoothed_norm(x: Tensor, d: Tensor, kappa: Tensor | float) -> Tensor:
     """``||W |x| ||^2`` over the last dim (:class:`GlobalSmoothedNorm`), ``d = |x|`` detached."""
-    node = _GlobalSmoothedNormCompiled if torch.compiler.is_compiling() else GlobalSmoothedNorm
+    if torch.compiler.is_compiling():
+        node: type[torch.autograd.Function] = _GlobalSmoothedNormCompiled
+    else:
+        node = GlobalSmoothedNorm if in_transform() else _GlobalSmoothedNormEager
     g, _ = node.apply(x, d, kappa)
     return g
 

@@ -3,7 +3,8 @@ r"""The losses as functions, as :mod:`torch.nn.functional` is to :mod:`torch.nn`
 :func:`residual_smoothing_loss` is :class:`~resmooth.loss.ResidualSmoothingLoss` without the
 progress schedule (the caller passes ``progress``); :func:`squared_error_loss` is
 :class:`~resmooth.loss.SquaredErrorLoss`. Each criterion's ``forward`` is one call into its
-function, so that the two forms cannot drift apart. :func:`residual` (Eq. 9) and
+function's pipeline, so that the two forms cannot drift apart (the criterion checks its
+hyperparameters once, at construction; the function at every call). :func:`residual` (Eq. 9) and
 :func:`diffusivity` (Eq. 15, 17, 19) are the loss's two maps, by their own names. Equation
 numbers are those of Cho, Kwon and Hong (2019), "Adaptive Regularization via Residual Smoothing
 in Deep Learning Optimization", arXiv:1907.09750.
@@ -21,7 +22,7 @@ losses give: nan (``"mean"``), 0 (``"sum"``), an empty tensor (``"none"``).
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, cast, overload
+from typing import Literal, NamedTuple, overload
 
 import torch
 from torch import Tensor
@@ -150,12 +151,24 @@ def residual_smoothing_loss(
     kappa_map, operator, tau = _check_smoothing(scheme, distribution, mu, b, alpha, s, operator, tau)
     activation, reduction, ignore_index, validate_args = _check_common(activation, reduction, ignore_index,
                                                                        validate_args)
-    scale = _as_scale(kappa_map, None if progress is None else _as_progress(progress, validate_args))
+    scale = _scale(kappa_map, progress, validate_args)
+    loss, kappa = _residual_smoothing(input, target, scale, kappa_map, activation, operator, tau, reduction,
+                                      ignore_index, validate_args)
+    return ResidualSmoothingOutput(loss, kappa, _as_tensor(scale)) if return_diffusivity else loss
+
+
+def _residual_smoothing(
+    input: Tensor, target: Tensor, scale: float | Tensor, kappa_map: DiffusivityMap, activation: str,
+    operator: str, tau: float, reduction: str, ignore_index: int, validate_args: bool,
+) -> tuple[Tensor, Tensor]:
+    """The one pipeline of :func:`residual_smoothing_loss` at the scale ``scale`` (:func:`_scale`),
+    for hyperparameters already checked (:func:`_check_smoothing`, :func:`_check_common`):
+    ``(loss, kappa)``. The criterion, which checks its hyperparameters once at construction,
+    calls it at every step; the function, after checking them at every call."""
     diff, keep = _masked_difference(input, target, activation, ignore_index, validate_args)
     g, kappa = _smoothed_squares(_without_ignored(diff, keep), kappa_map, scale, _resolve_operator(operator, diff, tau),
                                  tau)
-    loss = _reduce(g, keep, reduction)
-    return ResidualSmoothingOutput(loss, kappa, scale) if return_diffusivity else loss
+    return _reduce(g, keep, reduction), kappa
 
 
 # The checks of the arguments, each in one place: the criteria run them at construction, the
@@ -208,9 +221,11 @@ def _check_tau_is_read(tau: float, operator: str) -> None:
         )
 
 
-def _as_progress(t: float | Tensor, validate_args: bool = True) -> Tensor:
-    """Training progress as a 0-dim tensor: a number becomes a float64 tensor (the schedule's
-    dtype), so that a compiled graph takes it as an input instead of baking in its value.
+def _as_progress(t: float | Tensor, validate_args: bool = True) -> float | Tensor:
+    """Training progress, checked: a number stays a number when the code runs eagerly (the scale
+    is then computed in Python, with no tensor of one element to build); under torch.compile a
+    number becomes a float64 tensor (the schedule's dtype), so that the graph takes it as an
+    input instead of baking in its value; a tensor becomes a 0-dim tensor.
 
     Checked eagerly. Where it is not (a tensor with ``validate_args=False`` or under a torch.func
     transform, a tensor or a number under torch.compile, where a number may be symbolic), it is
@@ -219,16 +234,20 @@ def _as_progress(t: float | Tensor, validate_args: bool = True) -> Tensor:
     if isinstance(t, Tensor):
         if t.numel() != 1:
             raise ValueError(f"progress must be a single number in [0, 1]; got a tensor of shape {tuple(t.shape)}")
-        return check_progress("progress", t.reshape(()), validate_args)  # type: ignore[return-value]
+        return check_progress("progress", t.reshape(()), validate_args)
     if torch.compiler.is_compiling():
         return torch.tensor(t, dtype=torch.float64).clamp(0.0, 1.0)
-    return torch.tensor(check_progress("progress", t), dtype=torch.float64)
+    return check_progress("progress", t)
 
 
-def _as_scale(kappa_map: DiffusivityMap, t: Tensor | None) -> Tensor:
-    """The sigmoid's scale ``s(t)`` (Eq. 13/14), or the local scheme's constant ``s`` (Eq. 17),
-    as a 0-dim tensor: one type whatever the scheme and the progress."""
-    scale = kappa_map.scale(t, "progress")
+def _scale(kappa_map: DiffusivityMap, progress: float | Tensor | None, validate_args: bool = True) -> float | Tensor:
+    """The sigmoid's scale ``s(t)`` (Eq. 13/14) at the progress checked by :func:`_as_progress`,
+    or the local scheme's constant ``s`` (Eq. 17): a number or a 0-dim tensor, as the progress is."""
+    return kappa_map.scale(None if progress is None else _as_progress(progress, validate_args), "progress")
+
+
+def _as_tensor(scale: float | Tensor) -> Tensor:
+    """A scale as what the losses report: a 0-dim tensor (float64 for a number)."""
     return scale if isinstance(scale, Tensor) else torch.tensor(scale, dtype=torch.float64)
 
 
@@ -289,7 +308,7 @@ def _resolve_operator(operator: str, diff: Tensor, tau: float) -> str:
 
 
 def _smoothed_squares(
-    diff: Tensor, kappa_map: DiffusivityMap, scale: Tensor, operator: str, tau: float
+    diff: Tensor, kappa_map: DiffusivityMap, scale: float | Tensor, operator: str, tau: float
 ) -> tuple[Tensor, Tensor]:
     """Per element of the non-class dims, ``||r||^2`` over dim 1 of the smoothed residual
     ``r = W |diff|``, and kappa (detached, shaped like ``diff``).
@@ -301,12 +320,12 @@ def _smoothed_squares(
     # fused global node takes it as a constant input.
     fused = operator == "global" and diff.ndim == 2
     d = diff.detach().abs() if fused else diff.abs()
-    kappa = cast(Tensor, kappa_map.kappa(d.detach(), scale))  # a tensor, as the scale is one
+    kappa = kappa_map.kappa(d.detach(), scale)  # a number for the global scheme at a number scale
     if fused:
         g = global_smoothed_norm(diff, d, kappa)
     elif operator == "global":  # the C x spatial elements of a sample as one vector
         flat = d.flatten(1)
-        k = kappa.flatten(1) if kappa.ndim else kappa
+        k = kappa.flatten(1) if isinstance(kappa, Tensor) and kappa.ndim else kappa
         g = _smooth(flat, k).view_as(d).square().sum(dim=1)
     else:
         ndim = diff.ndim - 2
@@ -314,4 +333,6 @@ def _smoothed_squares(
         # no read-back of kappa: one bound for the whole run, so that a compiled graph never changes.
         steps = stable_steps(tau, kappa_map.peak, ndim)
         g = explicit_euler(d, kappa, tau / steps, steps, ndim).square().sum(dim=1)
+    if not isinstance(kappa, Tensor):  # the global scheme's one value, at a number scale
+        kappa = torch.tensor(kappa, dtype=diff.dtype, device=diff.device)
     return g, kappa.detach().expand_as(diff)

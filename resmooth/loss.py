@@ -8,8 +8,9 @@ a heat step whose diffusivity is ``kappa_i`` (Eq. 19); the batch loss is the mea
 With kappa = 0 this is the per-sample sum of squared errors averaged over the batch,
 ``F.mse_loss(phi(z), y, reduction="sum") / N``, which :class:`SquaredErrorLoss` computes, so
 that a learning rate means the same for both (the book's appendix, Conventions and notation:
-the loss). Each criterion's ``forward`` is one call into its function in
-:mod:`resmooth.functional`, as ``torch.nn``'s losses call ``torch.nn.functional``.
+the loss). Each criterion's ``forward`` is one call into the pipeline of its function in
+:mod:`resmooth.functional`, as ``torch.nn``'s losses call ``torch.nn.functional``, with the
+hyperparameters checked once, at construction.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from .diffusivity import DEFAULTS, IGNORED
 from .functional import (
     DIFFUSION_TIME,
     IGNORE_INDEX,
-    _as_progress,
-    _as_scale,
+    _as_tensor,
     _check_common,
     _check_smoothing,
-    residual_smoothing_loss,
+    _residual_smoothing,
+    _scale,
     squared_error_loss,
 )
 
@@ -343,7 +344,7 @@ class ResidualSmoothingLoss(_ResidualLoss):
         self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, 1)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self._warned_past_end = False
-        self.last_scale: Tensor | None = None
+        self._last_scale: float | Tensor | None = None
         self.last_kappa: Tensor | None = None
 
     @property
@@ -389,6 +390,11 @@ class ResidualSmoothingLoss(_ResidualLoss):
         return self.steps_done.clamp(max=self.total_steps).to(torch.float64) / self.total_steps
 
     @property
+    def last_scale(self) -> Tensor | None:
+        # Made a tensor when read, not in every step: an explicit number progress gives a number scale.
+        return None if self._last_scale is None else _as_tensor(self._last_scale)
+
+    @property
     def mean_kappa(self) -> float | None:
         # Computed when read, not in every step: turning it into a float waits for the device.
         return None if self.last_kappa is None else float(self.last_kappa.mean())
@@ -396,11 +402,13 @@ class ResidualSmoothingLoss(_ResidualLoss):
     def scale(self, t: float | Tensor | None = None) -> Tensor:
         """The diffusivity's scale ``s(t)`` (Eq. 13/14) at progress ``t`` (None: the schedule's),
         or the constant ``s`` of the local scheme (Eq. 17), as a 0-dim tensor."""
-        return _as_scale(self.diffusivity, self._scheduled() if t is None else _as_progress(t, self.validate_args))
+        return _as_tensor(self._scale_at(t))
 
-    def _scheduled(self) -> Tensor | None:
-        """The schedule's progress where the scheme reads one and there is a schedule, else None."""
-        return self.progress() if self.diffusivity.annealed and self.total_steps is not None else None
+    def _scale_at(self, t: float | Tensor | None) -> float | Tensor:
+        """The scale at the progress ``t``, checked, or at the schedule's (None), which needs no check."""
+        if t is None and self.diffusivity.annealed and self.total_steps is not None:
+            return self.diffusivity.scale(self.progress())
+        return _scale(self.diffusivity, t, self.validate_args)
 
     def forward(self, input: Tensor, target: Tensor, progress: float | Tensor | None = None) -> Tensor:
         """The loss of raw network outputs ``input`` (logits), (N, M) or ``(N, C, *spatial)``,
@@ -410,14 +418,11 @@ class ResidualSmoothingLoss(_ResidualLoss):
         ``progress``: the training progress in [0, 1] (a number or a one-element tensor) for this
         call; None takes the schedule's (:meth:`progress`). The local scheme reads none.
         """
-        kappa_map = self.diffusivity
-        loss, kappa, scale = residual_smoothing_loss(
-            input, target, self._scheduled() if progress is None else progress, kappa_map.scheme,
-            distribution=kappa_map.distribution, mu=kappa_map.mu, b=kappa_map.b, alpha=kappa_map.alpha, s=kappa_map.s,
-            activation=self.activation, operator=self.operator, tau=self.tau, reduction=self.reduction,
-            ignore_index=self.ignore_index, validate_args=self.validate_args, return_diffusivity=True)
+        scale = self._scale_at(progress)
+        loss, kappa = _residual_smoothing(input, target, scale, self.diffusivity, self.activation, self.operator,
+                                          self.tau, self.reduction, self.ignore_index, self.validate_args)
         if not in_transform():
-            self.last_scale, self.last_kappa = scale.detach(), kappa
+            self._last_scale, self.last_kappa = scale.detach() if isinstance(scale, Tensor) else scale, kappa
         return loss
 
     # The schedule's length and the loss's hyperparameters are saved beside steps_done (as

@@ -845,23 +845,32 @@ def test_the_squared_error_accepts_and_ignores_progress():
 
 
 def test_each_criterion_is_one_call_into_its_function(monkeypatch):
+    import resmooth.functional
     import resmooth.loss
 
     calls = []
 
-    def spy(function):
+    def spy(module, name):
+        function = getattr(module, name)
+
         def call(*args, **kwargs):
-            calls.append(function.__name__)
+            calls.append((module.__name__, name))
             return function(*args, **kwargs)
 
-        return call
+        monkeypatch.setattr(module, name, call)
 
-    monkeypatch.setattr(resmooth.loss, "residual_smoothing_loss", spy(resmooth.loss.residual_smoothing_loss))
-    monkeypatch.setattr(resmooth.loss, "squared_error_loss", spy(resmooth.loss.squared_error_loss))
+    # The smoothing's criterion and function share one pipeline (the criterion has checked its
+    # hyperparameters at construction); the squared error's criterion calls its function.
+    spy(resmooth.loss, "_residual_smoothing")
+    spy(resmooth.functional, "_residual_smoothing")
+    spy(resmooth.loss, "squared_error_loss")
     z, y = torch.randn(4, 5), torch.randint(0, 5, (4,))
-    ResidualSmoothingLoss()(z, y, 0.5)
+    criterion = ResidualSmoothingLoss()(z, y, 0.5)
+    function = resmooth.functional.residual_smoothing_loss(z, y, 0.5)
     SquaredErrorLoss()(z, y)
-    assert calls == ["residual_smoothing_loss", "squared_error_loss"]
+    assert calls == [("resmooth.loss", "_residual_smoothing"), ("resmooth.functional", "_residual_smoothing"),
+                     ("resmooth.loss", "squared_error_loss")]
+    assert torch.equal(criterion, function)
 
 
 def test_eq_22_is_written_once(monkeypatch):
@@ -871,9 +880,9 @@ def test_eq_22_is_written_once(monkeypatch):
     calls = []
     smooth = resmooth.diffusion._smooth
 
-    def spy(d, kappa):
+    def spy(d, kappa, reuse=False):
         calls.append(tuple(d.shape))
-        return smooth(d, kappa)
+        return smooth(d, kappa, reuse)
 
     monkeypatch.setattr(resmooth.diffusion, "_smooth", spy)
     monkeypatch.setattr(resmooth.functional, "_smooth", spy)
@@ -882,6 +891,41 @@ def test_eq_22_is_written_once(monkeypatch):
     ResidualSmoothingLoss()(torch.randn(3, 5), torch.randint(0, 5, (3,)), 0.5)  # the fused node
     ResidualSmoothingLoss(operator="global", activation="sigmoid")(torch.randn(2, 2, 3), torch.rand(2, 2, 3), 0.5)
     assert calls == [(3, 5), (3, 5), (2, 6)]
+
+
+@pytest.mark.parametrize("scheme", ["full", "global"])
+def test_the_eager_node_in_place_gives_the_gradient_of_the_node_out_of_place(scheme):
+    # Eager code outside torch.func calls the ctx-form node, whose forward and first-order
+    # backward build their results in an intermediate's buffer; a backward with create_graph
+    # runs the out-of-place products. Both give one gradient, to rounding.
+    gen = torch.Generator().manual_seed(3)
+    z, y = torch.randn(16, 7, generator=gen, dtype=torch.float64), torch.randint(0, 7, (16,), generator=gen)
+    criterion = ResidualSmoothingLoss(scheme, reduction="sum")
+    z1 = z.clone().requires_grad_()
+    loss = criterion(z1, y, progress=0.4)
+    names = {type(node).__name__ for node in _graph(loss.grad_fn)}
+    assert "_GlobalSmoothedNormEagerBackward" in names and "GlobalSmoothedNormBackward" not in names
+    (in_place,) = torch.autograd.grad(loss, z1)
+    z2 = z.clone().requires_grad_()
+    (out_of_place,) = torch.autograd.grad(criterion(z2, y, progress=0.4), z2, create_graph=True)
+    torch.testing.assert_close(in_place, out_of_place.detach(), rtol=1e-12, atol=1e-14)
+    # And both are the gradient of the dense layer of Eq. 22 at the same kappa.
+    from resmooth import smoothing_matrix
+    from resmooth.functional import residual
+
+    z3 = z.clone().requires_grad_()
+    w = smoothing_matrix(criterion.last_kappa)
+    (dense,) = torch.autograd.grad((w @ residual(z3, y).unsqueeze(-1)).square().sum(), z3)
+    torch.testing.assert_close(in_place, dense, rtol=1e-10, atol=1e-12)
+
+
+def _graph(node, seen=None):
+    seen = set() if seen is None else seen
+    if node is not None and node not in seen:
+        seen.add(node)
+        for child, _ in node.next_functions:
+            _graph(child, seen)
+    return seen
 
 
 def test_each_check_has_one_message():
@@ -929,7 +973,7 @@ def test_functional_names_its_public_functions_and_hides_its_helpers():
     defined = {name for name, value in vars(functional).items()
                if callable(value) and getattr(value, "__module__", None) == "resmooth.functional"}
     assert {name for name in defined if not name.startswith("_")} <= set(functional.__all__)
-    for helper in ("reduce", "masked_difference", "resolve_operator", "as_progress", "as_scale", "smoothed_squares"):
+    for helper in ("reduce", "masked_difference", "resolve_operator", "as_progress", "scale", "as_tensor", "smoothed_squares"):
         assert not hasattr(functional, helper) and hasattr(functional, "_" + helper)
 
 
