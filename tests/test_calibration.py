@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from resmooth.lab.calibration import BINS, brier, calibration, ece, fit_temperature, nll
+from resmooth.lab.calibration import BINS, brier, calibration, ece, fit_temperature, nll, reliability
 from resmooth.lab.config import Config
-from resmooth.lab.metrics import CALIBRATION
+from resmooth.lab.metrics import CALIBRATION, RELIABILITY
 from resmooth.lab.train import train
 
 
@@ -37,6 +37,25 @@ def test_ece_reads_the_gap_per_bin_not_per_sample():
     # A confidence on a bin's upper edge belongs to that bin: 0.6 = 9/15 falls in (8/15, 9/15].
     assert ece(two_class([0.6, 0.58]), torch.tensor([0, 0])) == pytest.approx(1 - 0.59, rel=1e-12)
     assert BINS == 15
+
+
+def test_the_reliability_diagram_holds_each_bins_count_confidence_and_accuracy():
+    # The case of the ECE test: bin 13 (13/15, 14/15] holds 0.90 (right) and 0.88 (wrong), bin 8
+    # (8/15, 9/15] holds 0.55 and 0.58 (both right); the other thirteen bins are empty.
+    logits = two_class([0.90, 0.88, 0.55, 0.58])
+    target = torch.tensor([0, 1, 0, 0])
+    diagram = reliability(logits, target)
+    assert diagram["count"] == [0] * 8 + [2] + [0] * 4 + [2] + [0]
+    assert diagram["confidence"][13] == pytest.approx(0.89, rel=1e-12)
+    assert diagram["confidence"][8] == pytest.approx(0.565, rel=1e-12)
+    assert diagram["accuracy"][13] == 0.5 and diagram["accuracy"][8] == 1.0
+    assert [i for i, a in enumerate(diagram["accuracy"]) if a is None] == [*range(8), *range(9, 13), 14]
+    # The ECE is the diagram's weighted gap.
+    gap = sum(n * abs(a - c) for n, a, c in zip(diagram["count"], diagram["accuracy"], diagram["confidence"]) if n)
+    assert gap / 4 == pytest.approx(ece(logits, target), rel=1e-12)
+    assert len(reliability(logits, target, bins=4)["count"]) == 4
+    with pytest.raises(ValueError, match="bins must be >= 1"):
+        reliability(logits, target, bins=0)
 
 
 def test_a_perfectly_calibrated_set_has_no_gap():
@@ -81,6 +100,14 @@ def test_a_run_records_calibration_per_evaluation_and_temperature_at_the_end(tmp
     for key in CALIBRATION:
         assert summary[f"final_{key}"] == records[-1][key]
     assert summary["temperature"] == records[-1]["temperature"]
+    # The last epoch's reliability diagrams, before and after the temperature, over the whole test
+    # set: the bins' correct answers add up to the test accuracy (a temperature moves no argmax).
+    assert RELIABILITY[0] not in records[0]
+    for key in RELIABILITY:
+        diagram = records[-1][key]
+        assert summary[f"final_{key}"] == diagram
+        correct = sum(n * a for n, a in zip(diagram["count"], diagram["accuracy"]) if n)
+        assert 100 * correct / sum(diagram["count"]) == pytest.approx(records[-1]["test_acc"], rel=1e-9)
     # Without a validation split there is nothing to fit the temperature on.
     plain = train(Config(dataset="digits", model="resnet20", batch_size=64, device="cpu", epochs=1, method="sgd"),
                   quiet=True)

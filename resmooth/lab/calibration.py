@@ -6,7 +6,8 @@ squared error of the raw outputs, whose softmax is then a reading the network ne
 
 - :func:`nll`: the mean negative log-likelihood of the true class;
 - :func:`brier`: the mean over samples of ``sum_k (p_k - y_k)^2``, the multi-class Brier score;
-- :func:`ece`: the expected calibration error over equal-width confidence bins;
+- :func:`ece`: the expected calibration error over equal-width confidence bins, and
+  :func:`reliability` the bins themselves (a reliability diagram);
 - :func:`fit_temperature`: the scalar T that minimises the NLL of ``softmax(z / T)`` on held-out
   data (temperature scaling), and :func:`calibration` all of them at once.
 
@@ -14,6 +15,8 @@ ECE and the Brier score are fractions in [0, 1]; the NLL is in nats.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,23 +47,41 @@ def brier(logits: Tensor, target: Tensor) -> float:
     return float((p - F.one_hot(target, z.shape[1]).double()).square().sum(1).mean())
 
 
-def ece(logits: Tensor, target: Tensor, bins: int = BINS) -> float:
-    """Expected calibration error: ``sum_b |B_b| / N * |acc(B_b) - conf(B_b)|``.
-
-    The confidence is the largest probability; bin ``b`` holds the confidences in
-    ``(b / bins, (b + 1) / bins]`` (a confidence of exactly 0 cannot occur: it is at least 1/M).
-    """
+def _binned(z: Tensor, target: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per equal-width confidence bin, in float64: the samples, the sum of their confidences, the
+    number of them correct. The confidence is the largest probability; bin ``b`` holds the
+    confidences in ``(b / bins, (b + 1) / bins]`` (a confidence of exactly 0 cannot occur: it is
+    at least 1/M)."""
     if bins < 1:
         raise ValueError(f"bins must be >= 1; got {bins}")
-    z = _checked(logits, target)
     confidence, predicted = z.softmax(1).max(1)
-    correct = (predicted == target).double()
     # ceil(c * bins) - 1 puts c in the bin whose upper edge is the first one at or above it.
     index = (confidence * bins).ceil().long().clamp(1, bins) - 1
-    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(confidence))
-    gap = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence - correct)
+
+    def per_bin(values: Tensor) -> Tensor:
+        return torch.zeros(bins, dtype=torch.float64).index_add_(0, index, values)
+
+    return per_bin(torch.ones_like(confidence)), per_bin(confidence), per_bin((predicted == target).double())
+
+
+def ece(logits: Tensor, target: Tensor, bins: int = BINS) -> float:
+    """Expected calibration error: ``sum_b |B_b| / N * |acc(B_b) - conf(B_b)|`` over ``bins``
+    equal-width confidence bins (:func:`reliability` gives each bin's figures)."""
+    count, confidence, correct = _binned(_checked(logits, target), target, bins)
     # sum over bins of |sum of (conf - correct)| / N is |B|/N |conf(B) - acc(B)|.
-    return float(gap.abs().sum() / count.sum())
+    return float((confidence - correct).abs().sum() / count.sum())
+
+
+def reliability(logits: Tensor, target: Tensor, bins: int = BINS) -> dict[str, list[Any]]:
+    """A reliability diagram's data (Guo et al. 2017, Fig. 1): per equal-width confidence bin,
+    ``count`` (samples), ``confidence`` (their mean confidence) and ``accuracy`` (the fraction of
+    them correct), None for an empty bin. :func:`ece` is ``sum |count| / N |accuracy - confidence|``."""
+    count, confidence, correct = _binned(_checked(logits, target), target, bins)
+
+    def mean(sums: Tensor) -> list[float | None]:
+        return [float(s / n) if n else None for s, n in zip(sums, count)]
+
+    return {"count": [int(n) for n in count], "confidence": mean(confidence), "accuracy": mean(correct)}
 
 
 def fit_temperature(logits: Tensor, target: Tensor) -> float:

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                           "starts from scratch", file=sys.stderr)
                 data = load_run_data(config, download=True) if args.download else None
                 summary = train(config, args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, data=data)
-                shown = {k: v for k, v in summary.items() if k != "config"}
+                # The figures; the config and the reliability diagrams (dicts) are in summary.json.
+                shown = {k: v for k, v in summary.items() if not isinstance(v, dict)}
                 print(json.dumps(shown, indent=2))
             elif args.command == "sweep":
                 from .report import report

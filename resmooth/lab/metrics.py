@@ -4,7 +4,8 @@ An evaluated epoch (:meth:`~resmooth.lab.config.Config.evaluates`) records, from
 each split in eval mode (:func:`evaluation`): test_loss and test_acc; the test set's calibration,
 test_nll, test_brier and test_ece (:mod:`resmooth.lab.calibration`); val_acc where there is a
 validation split, and at the last epoch the temperature fitted on it with test_nll_scaled,
-test_brier_scaled and test_ece_scaled after it; under label noise, the memorisation of the
+test_brier_scaled and test_ece_scaled after it, and the test set's reliability diagram,
+test_reliability (and test_reliability_scaled after the temperature); under label noise, the memorisation of the
 training set (:func:`resmooth.lab.noise.memorisation`), from a third pass, over the training set in
 eval mode. That pass is the clean measure: the images as they are, the network as it stands at the
 epoch's end; the epoch's own forward passes saw a network that changed over the epoch, in train
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .calibration import calibration, temperature_scaled
+from .calibration import calibration, reliability, temperature_scaled
 from .config import Config, last_tenth
 from .data import DeviceData, batches
 from .noise import MEMORISATION, memorisation
@@ -32,6 +33,9 @@ from .runfiles import environment
 # The calibration record of an evaluated epoch (resmooth.lab.calibration); the last epoch adds the
 # temperature fitted on the validation split and the test figures after it (``_scaled``).
 CALIBRATION = tuple(f"test_{m}{scaled}" for scaled in ("", "_scaled") for m in ("nll", "brier", "ece"))
+# The last epoch's reliability diagrams of the test set, before and after the temperature: per
+# confidence bin, its count, mean confidence and accuracy (resmooth.lab.calibration.reliability).
+RELIABILITY = ("test_reliability", "test_reliability_scaled")
 
 
 @torch.no_grad()
@@ -64,6 +68,9 @@ def evaluation(model: nn.Module, objective: Objective, data: DeviceData, config:
         _, record["val_acc"], val_logits = evaluate(model, objective, data.val_x, data.val_y, config.eval_batch_size, amp)
         if last:  # temperature scaling, fitted on the validation split
             record.update(temperature_scaled(test_logits, data.test_y, val_logits, data.val_y, "test_"))
+            record["test_reliability_scaled"] = reliability(test_logits.double() / record["temperature"], data.test_y)
+    if last:
+        record["test_reliability"] = reliability(test_logits, data.test_y)
     if data.train_true_y is not None:
         _, _, train_logits = evaluate(model, objective, data.train_x, data.train_y, config.eval_batch_size, amp)
         record.update(memorisation(train_logits.argmax(1), data.train_y, data.train_true_y))
@@ -124,7 +131,7 @@ def summarize(config: Config, metrics: list[dict[str, Any]], device: torch.devic
         **environment(device),
     }
     # Calibration at the last epoch (runs from before it was measured lack it).
-    summary.update({f"final_{k}": metrics[-1][k] for k in CALIBRATION if k in metrics[-1]})
+    summary.update({f"final_{k}": metrics[-1][k] for k in (*CALIBRATION, *RELIABILITY) if k in metrics[-1]})
     if "temperature" in metrics[-1]:
         summary["temperature"] = metrics[-1]["temperature"]
     # Memorisation at the last epoch (runs with label noise).
