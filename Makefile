@@ -73,10 +73,10 @@ book: $(STAMP)
 
 # Re-executes the chapters in place, so that the outputs nbval compares against are current.
 # (nbclient's `jupyter execute`: nbconvert is not among the dependencies.) The second line drops
-# the per-cell execution timestamps nbclient records, which would change at every run.
+# the per-cell execution timestamps nbclient records, and joins a print's pieces into one output.
 notebooks: $(STAMP)
 	$(BIN)/jupyter execute --inplace --timeout=600 book/*.ipynb
-	$(BIN)/python -c 'import sys, nbformat; nbs = {p: nbformat.read(p, as_version=4) for p in sys.argv[1:]}; [c.metadata.pop("execution", None) for nb in nbs.values() for c in nb.cells]; [nbformat.write(nb, p) for p, nb in nbs.items()]' book/*.ipynb
+	$(BIN)/python scripts/tidy_notebooks.py book/*.ipynb
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/loss_overhead.py
