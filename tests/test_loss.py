@@ -801,15 +801,17 @@ def test_torch_func_leaves_nothing_behind_and_skips_the_read_backs():
 def test_the_fused_node_has_the_setup_context_form_and_every_derivative():
     from torch.func import vmap
 
-    from resmooth.diffusion import GlobalSmoothedNorm
+    from resmooth.diffusion import GlobalSmoothedNorm, _GlobalSmoothedNormEager
 
     assert "setup_context" in vars(GlobalSmoothedNorm) and GlobalSmoothedNorm.generate_vmap_rule
     x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
-    for k in (torch.rand(5, 6, dtype=torch.float64), 0.4):
-        node = lambda x: GlobalSmoothedNorm.apply(x, x.detach().abs(), k)  # noqa: E731
-        # Both outputs, g and r: the backward, the forward-mode jvp, and the backward's own derivative.
-        assert torch.autograd.gradcheck(node, (x,), check_forward_ad=True)
-        assert torch.autograd.gradgradcheck(node, (x,))
+    # The node, and its ctx-form twin that eager code calls outside torch.func.
+    for cls in (GlobalSmoothedNorm, _GlobalSmoothedNormEager):
+        for k in (torch.rand(5, 6, dtype=torch.float64), 0.4):
+            node = lambda x: cls.apply(x, x.detach().abs(), k)  # noqa: E731
+            # Both outputs, g and r: the backward, the forward-mode jvp, and the backward's own derivative.
+            assert torch.autograd.gradcheck(node, (x,), check_forward_ad=True)
+            assert torch.autograd.gradgradcheck(node, (x,))
     # vmap by the generated rule: the node on each row is the node on the batch.
     x, k = x.detach(), torch.rand(5, 6, dtype=torch.float64)
     rows = vmap(lambda xi, ki: GlobalSmoothedNorm.apply(xi, xi.abs(), ki))(x, k)
