@@ -24,7 +24,7 @@ from .metrics import CALIBRATION, RELIABILITY
 from .noise import MEMORISATION
 from .report import collect, diverged
 from .stats import Paired, Summary, paired_difference, summarize_values
-from .verdict.rows import CONTROL, LAPLACE, READING_C, SGD, _matches, _used
+from .verdict.rows import CONTROL, LAPLACE, READING_C, SGD, config_as_read, matches
 
 # The study's two levels: stage 1, and stage 2, which runs if stage 1 shows a method ahead (stage_two_needed).
 STAGE_ONE, STAGE_TWO = 0.4, 0.2
@@ -100,7 +100,7 @@ class Row:
 
 def _setting(configs: Mapping[str, Mapping[str, Any]], method: NoiseMethod, level: float) -> str | None:
     """The one setting folder whose config is ``method``'s at noise ``level``; None if no run has it."""
-    found = [s for s, config in configs.items() if _matches(config, {**method.fields, "label_noise": level})]
+    found = [s for s, config in configs.items() if matches(config, {**method.fields, "label_noise": level})]
     if len(found) > 1:
         # Two settings of one method would make the pairing a choice: refuse rather than pick one.
         raise ValueError(f"{method.key} at label_noise={level:g} matches several settings: {', '.join(found)}")
@@ -112,7 +112,7 @@ def _settings(folder: str | Path, level: float) -> tuple[dict[str, str], dict[st
     """(method key -> its setting at ``level``, of those with a finished run; setting -> seed -> finished
     summary; setting -> diverged seeds)."""
     finished = collect(folder)
-    configs = {s: _used(records[0]["config"]) for s, records in finished.items()}
+    configs = {s: config_as_read(records[0]["config"]) for s, records in finished.items()}
     found = {m.key: s for m in METHODS if (s := _setting(configs, m, level)) is not None}
     runs = {s: {r["config"]["seed"]: r for r in records} for s, records in finished.items()}
     return found, runs, {s: sorted(r["seed"] for r in records) for s, records in diverged(folder).items()}

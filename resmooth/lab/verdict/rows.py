@@ -255,7 +255,7 @@ class _Study:
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # setting -> config as the runs read it
 
 
-def _used(record: Mapping[str, Any]) -> dict[str, Any]:
+def config_as_read(record: Mapping[str, Any]) -> dict[str, Any]:
     """A run's config as it read it (unread fields None, ``lr`` the rate it trained with)."""
     return Config.from_record(dict(record)).used()
 
@@ -271,11 +271,11 @@ def _load(results_root: Path, experiments: Path, study: str) -> _Study:
     for path in sorted(folder.glob("*/seed-*/summary.json")):
         setting, seed, record = _record(path)
         loaded.runs.setdefault(setting, {})[seed] = record
-        loaded.configs.setdefault(setting, _used(record["config"]))
+        loaded.configs.setdefault(setting, config_as_read(record["config"]))
     for path in sorted(folder.glob(f"*/seed-*/{DIVERGED}")):
         setting, seed, record = _record(path)
         loaded.dead.setdefault(setting, set()).add(seed)
-        loaded.configs.setdefault(setting, _used(record["config"]))
+        loaded.configs.setdefault(setting, config_as_read(record["config"]))
     return loaded
 
 
@@ -290,7 +290,8 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _matches(config: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+def matches(config: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    """Whether a run's config (:func:`config_as_read`) holds each of ``fields`` (numbers compared to rounding)."""
     return all(_same(config.get(k), v) for k, v in fields.items())
 
 
@@ -316,7 +317,7 @@ def _settings(study: _Study, planned: Mapping[str, tuple[dict[str, Any], set[int
     """The setting folders (planned or run) that ``pick`` may read."""
     configs = {**{s: c for s, (c, _) in planned.items()}, **study.configs}
     if pick.best is not None:
-        return [s for s, c in configs.items() if _matches(c, pick.fields)]
+        return [s for s, c in configs.items() if matches(c, pick.fields)]
     if study.sweep is None:
         return []
     reference = _exact(study.sweep, pick.fields)
