@@ -117,9 +117,12 @@ def calibration(logits: Tensor, target: Tensor, prefix: str = "") -> dict[str, f
 
 
 def temperature_scaled(logits: Tensor, target: Tensor, val_logits: Tensor, val_target: Tensor,
-                       prefix: str = "") -> dict[str, float]:
+                       prefix: str = "") -> dict[str, Any]:
     """The temperature fitted on the validation logits, and the calibration of the test logits after it:
-    ``temperature``, ``{prefix}nll_scaled``, ``{prefix}brier_scaled``, ``{prefix}ece_scaled``."""
+    ``temperature``, ``{prefix}nll_scaled``, ``{prefix}brier_scaled``, ``{prefix}ece_scaled``, and the
+    reliability diagram ``{prefix}reliability_scaled`` (:func:`reliability`)."""
     temperature = fit_temperature(val_logits, val_target)
-    scaled = calibration(logits.double() / temperature, target, prefix)
+    scaled_logits = logits.double() / temperature
+    scaled: dict[str, Any] = {**calibration(scaled_logits, target, prefix),
+                              f"{prefix}reliability": reliability(scaled_logits, target)}
     return {"temperature": temperature, **{f"{k}_scaled": v for k, v in scaled.items()}}

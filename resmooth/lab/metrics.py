@@ -68,7 +68,6 @@ def evaluation(model: nn.Module, objective: Objective, data: DeviceData, config:
         _, record["val_acc"], val_logits = evaluate(model, objective, data.val_x, data.val_y, config.eval_batch_size, amp)
         if last:  # temperature scaling, fitted on the validation split
             record.update(temperature_scaled(test_logits, data.test_y, val_logits, data.val_y, "test_"))
-            record["test_reliability_scaled"] = reliability(test_logits.double() / record["temperature"], data.test_y)
     if last:
         record["test_reliability"] = reliability(test_logits, data.test_y)
     if data.train_true_y is not None:
