@@ -14,8 +14,8 @@ from resmooth.lab.calibration import BINS
 from resmooth.lab.config import CROSS_ENTROPY
 from resmooth.lab.metrics import CALIBRATION
 from resmooth.lab.noise import MEMORISATION
-from resmooth.lab.noise_report import (BY_KEY, METHODS, ahead, noise_table, reliability_curve,
-                                       stage_two_needed)
+from resmooth.lab.noise_report import (BY_KEY, CALIBRATION_FIELDS, METHODS, ahead, noise_table,
+                                       paired_calibration, reliability_curve, stage_two_needed)
 from resmooth.lab.sweep import DIVERGED, load_sweep
 
 scipy_stats = pytest.importorskip("scipy.stats")  # the independent reference (the test extra installs it)
@@ -239,3 +239,24 @@ def test_a_folder_with_no_runs_gives_an_empty_table(tmp_path):
     assert noise_table(tmp_path / "fashion-mnist-label-noise", 0.4) == []  # not even created yet
     (tmp_path / "empty").mkdir()
     assert noise_table(tmp_path / "empty", 0.2) == [] and not stage_two_needed(tmp_path / "empty")
+
+
+def test_calibration_pairs_each_figure_on_the_seeds_that_record_it():
+    # Seeds 0-3 of two settings; seed 0 predates the calibration metrics (both lack them), seed 1's
+    # baseline lacks the temperature alone, and seed 4 has no baseline run.
+    def summary(seed, shift, temperature=True):
+        s = {f"final_{k}": 0.05 * (i + 1) + 0.01 * seed**2 + shift for i, k in enumerate(CALIBRATION)}
+        return {**s, "temperature": 1.2 + 0.1 * seed + shift} if temperature else s
+    runs = {0: {}, 1: summary(1, 0.02), 2: summary(2, -0.01), 3: summary(3, 0.005), 4: summary(4, 0.0)}
+    base = {0: {}, 1: summary(1, 0.0, temperature=False), 2: summary(2, 0.0), 3: summary(3, 0.0)}
+    pairs = paired_calibration(runs, base, range(5))
+    assert set(pairs) == set(CALIBRATION_FIELDS)
+    for name, key in CALIBRATION_FIELDS.items():
+        seeds = [2, 3] if name == "temperature" else [1, 2, 3]
+        differences = [runs[k][key] - base[k][key] for k in seeds]
+        mean, low, high = t_interval(differences)
+        assert (pairs[name].n, pairs[name].mean) == (len(seeds), pytest.approx(mean))
+        assert (pairs[name].low, pairs[name].high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    # Seeds outside those asked for are not read; a figure with one pair has no interval.
+    assert paired_calibration(runs, base, [1, 2])["temperature"] is None
+    assert paired_calibration(runs, base, [1, 2])["test_ece"].n == 2

@@ -9,13 +9,14 @@ difference to the baseline (95% paired t interval, wins-losses), the same at the
 stopping on the noisy validation split chooses, the calibration before and after the temperature
 and the memorisation of the training set. :func:`ahead` is the sweep's rule for extending a cell
 to more seeds, :func:`stage_two_needed` its rule for running noise 0.2, and
-:func:`reliability_curve` pools the seeds' reliability diagrams for a figure.
+:func:`reliability_curve` pools the seeds' reliability diagrams for a figure, and
+:func:`paired_calibration` pairs two settings' calibration seed by seed.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,25 @@ def noise_table(folder: str | Path, level: float) -> list[Row]:
             tuple(dead.get(setting, ())),
         ))
     return rows
+
+
+def paired_calibration(runs: Mapping[int, Mapping[str, Any]], base: Mapping[int, Mapping[str, Any]],
+                       seeds: Iterable[int]) -> dict[str, Paired | None]:
+    """Each figure of :data:`CALIBRATION_FIELDS` (its name -> ``runs`` minus ``base``, paired) on those
+    of ``seeds`` where both runs' summaries record it, in the summaries' units (ECE and Brier as
+    fractions, NLL in nats).
+
+    ``runs`` and ``base`` map a seed to its summary. Runs older than the calibration metrics lack
+    them, so each figure pairs on its own seeds; a figure that fewer than two seeds have is None (a
+    single pair has no interval). The clean-label calibration of reading (C) against SGD (chapter
+    7) and the label-noise chapter's read it, so that both pair the same way.
+    """
+    seeds = [k for k in seeds if k in runs and k in base]
+    out: dict[str, Paired | None] = {}
+    for name, key in CALIBRATION_FIELDS.items():
+        have = [k for k in seeds if key in runs[k] and key in base[k]]
+        out[name] = paired_difference([runs[k][key] for k in have], [base[k][key] for k in have]) if len(have) > 1 else None
+    return out
 
 
 def ahead(row: Row) -> bool:
