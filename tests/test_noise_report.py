@@ -242,7 +242,7 @@ def test_a_folder_with_no_runs_gives_an_empty_table(tmp_path):
 
 
 def test_calibration_pairs_each_figure_on_the_seeds_that_record_it():
-    # Seeds 0-3 of two settings; seed 0 predates the calibration metrics (both lack them), seed 1's
+    # Seeds 0-4 of two settings; seed 0 predates the calibration metrics (both lack them), seed 1's
     # baseline lacks the temperature alone, and seed 4 has no baseline run.
     def summary(seed, shift, temperature=True):
         s = {f"final_{k}": 0.05 * (i + 1) + 0.01 * seed**2 + shift for i, k in enumerate(CALIBRATION)}
