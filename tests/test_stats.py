@@ -29,6 +29,12 @@ def test_paired_difference_pairs_in_order():
         paired_difference([1.0], [1.0, 2.0])
 
 
+def test_a_paired_difference_prints_its_interval_and_one_pair_none():
+    assert str(paired_difference([91.0, 92.0, 90.5], [90.0, 92.5, 90.0])) == "+0.33 [-1.56, +2.23]"
+    # One pair has no spread: the difference alone, never "[nan, nan]".
+    assert str(paired_difference([71.32], [67.03])) == "+4.29 (one pair)"
+
+
 def test_t_interval_uses_the_t_quantile():
     assert t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
     s = summarize_values([1.0, 2.0, 3.0, 4.0, 5.0])

@@ -186,6 +186,9 @@ class Paired:
         return (lo + hi) / 2
 
     def __str__(self) -> str:
+        # One pair has no spread, so no interval (as Summary prints one value).
+        if self.n < 2:
+            return f"{self.mean:+.2f} (one pair)"
         return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
 
 

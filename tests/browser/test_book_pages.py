@@ -469,6 +469,8 @@ FIGURES = {
         dict(heading="The softmax, or the raw outputs", level="H2", least=1),
         dict(heading="The ratio over a run", level="H3", least=1),
     ],
+    # The label-noise study's curves and reliability diagram, drawn from the runs in.
+    "book/07_label_noise": dict(heading="Results at noise 0.4", level="H2", least=2),
     "book/07_small_model": [
         dict(heading="Paired comparisons, two protocols", level="H2", least=1),
         dict(heading="Figure 4, redrawn", level="H2", least=1),
