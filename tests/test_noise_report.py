@@ -16,6 +16,7 @@ from resmooth.lab.metrics import CALIBRATION
 from resmooth.lab.noise import MEMORISATION
 from resmooth.lab.noise_report import (BY_KEY, CALIBRATION_FIELDS, METHODS, ahead, noise_table,
                                        paired_calibration, reliability_curve, stage_two_needed)
+from resmooth.lab.runfiles import CLEAN
 from resmooth.lab.sweep import DIVERGED, load_sweep
 
 scipy_stats = pytest.importorskip("scipy.stats")  # the independent reference (the test extra installs it)
@@ -252,6 +253,9 @@ def test_calibration_pairs_each_figure_on_the_seeds_that_record_it():
     pairs = paired_calibration(runs, base, range(5))
     assert set(pairs) == set(CALIBRATION_FIELDS)
     for name, key in CALIBRATION_FIELDS.items():
+        if name.endswith("_clean"):  # no run here has the clean refit
+            assert pairs[name] is None
+            continue
         seeds = [2, 3] if name == "temperature" else [1, 2, 3]
         differences = [runs[k][key] - base[k][key] for k in seeds]
         mean, low, high = t_interval(differences)
@@ -260,3 +264,24 @@ def test_calibration_pairs_each_figure_on_the_seeds_that_record_it():
     # Seeds outside those asked for are not read; a figure with one pair has no interval.
     assert paired_calibration(runs, base, [1, 2])["temperature"] is None
     assert paired_calibration(runs, base, [1, 2])["test_ece"].n == 2
+
+
+def test_the_clean_temperature_is_read_where_every_seed_has_its_refit(tmp_path):
+    out = fake_study(tmp_path, levels=(0.4,))
+    clean = {k: v for k, v in CALIBRATION_FIELDS.items() if k.endswith("_clean")}
+    assert set(clean) == {"temperature_clean", "test_nll_scaled_clean", "test_brier_scaled_clean",
+                          "test_ece_scaled_clean"}
+    refits = {}
+    for seed in range(3):
+        refits[seed] = {key: 0.5 + 0.1 * seed + 0.01 * i for i, key in enumerate(clean.values())}
+        refits[seed]["final_test_reliability_scaled_clean"] = one_bin(100, 0.8, 0.6 + 0.1 * seed)
+        folder = out / RUNS[("laplace-a", 0.4)][0] / f"seed-{seed}"
+        (folder / CLEAN).write_text(json.dumps(refits[seed]))
+    (out / RUNS[("sgd", 0.4)][0] / "seed-0" / CLEAN).write_text(json.dumps(refits[0]))  # one seed of three
+    rows = {r.method.key: r for r in noise_table(out, 0.4)}
+    for name, key in clean.items():
+        assert rows["laplace-a"].calibration[name] == pytest.approx(statistics.fmean(r[key] for r in refits.values()))
+        assert name not in rows["sgd"].calibration  # a mean over some of its seeds would mix two fits
+    assert "temperature" in rows["sgd"].calibration
+    after = reliability_curve(out, rows["laplace-a"], clean=True)
+    assert after["count"][14] == 300 and after["accuracy"][14] == pytest.approx(0.7)

@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_report = sub.add_parser("report", help="aggregate a sweep's folder into report.md and report.csv")
     p_report.add_argument("folder", help="the results folder of a sweep (its sweep.toml says the kind of its runs)")
-    for command in (p_train, p_sweep, p_report):
+    p_recal = sub.add_parser("recalibrate", help="refit each finished noisy run's temperature on its validation "
+                                                  "split's true labels (resmooth.lab.recalibration)")
+    p_recal.add_argument("folder", help="the results folder of a sweep with label noise, its runs' checkpoints kept")
+    p_recal.add_argument("--data-root", help="where the dataset is, when not where the runs read it")
+    p_recal.add_argument("--overwrite", action="store_true", help="refit runs that have a clean_temperature.json")
+    for command in (p_train, p_sweep, p_report, p_recal):
         command.set_defaults(flags=_flags(command))
     return parser
 
@@ -114,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                 out = run_sweep(args.file, args.out, quiet=args.quiet, data_root=args.data_root, device=args.device,
                                 executor=args.executor, download=args.download, settings=args.settings, **ray_options)
                 print(report(out))
+            elif args.command == "recalibrate":
+                from .recalibration import refit_folder
+
+                written = refit_folder(args.folder, args.data_root, overwrite=args.overwrite)
+                print(f"{len(written)} runs refitted")
             else:
                 from .report import report
 

@@ -31,8 +31,12 @@ from .verdict.rows import CONTROL, LAPLACE, READING_C, SGD, config_as_read, matc
 STAGE_ONE, STAGE_TWO = 0.4, 0.2
 # The primary figure (the last epoch's test accuracy) and the early-stopping one, each paired against the baseline.
 PRIMARY, AT_BEST_VAL = "final_test_acc", "test_acc_at_best_val"
-# The figures a row averages over its seeds: the name it gives each -> its key in summary.json.
-CALIBRATION_FIELDS = {**{k: f"final_{k}" for k in CALIBRATION}, "temperature": "temperature"}
+# The figures a row averages over its seeds: the name it gives each -> its key in summary.json. The
+# temperature refitted on the validation split's true labels (resmooth.lab.recalibration) and the
+# figures after it end in _clean; a run without that refit lacks them.
+CALIBRATION_FIELDS = {**{k: f"final_{k}" for k in CALIBRATION}, "temperature": "temperature",
+                      **{f"{k}_clean": f"final_{k}_clean" for k in CALIBRATION if k.endswith("_scaled")},
+                      "temperature_clean": "temperature_clean"}
 MEMORISATION_FIELDS = {k: f"final_{k}" for k in MEMORISATION}
 
 
@@ -77,9 +81,9 @@ class Row:
     root of the pairing, or a baseline without a common seed), every seed the method finished, and
     ``paired`` and ``paired_at_best_val`` are None. Every figure of the row reads the same seeds:
     ``accuracy`` (the final test accuracy), the paired differences (method minus baseline, in
-    points), and the means over the seeds of ``calibration`` (keyed as
-    :data:`resmooth.lab.metrics.CALIBRATION`, ECE and Brier as fractions, NLL in nats, and
-    ``temperature``) and of ``memorisation`` (keyed as :data:`resmooth.lab.noise.MEMORISATION`, in %).
+    points), and the means over the seeds of ``calibration`` (named as :data:`CALIBRATION_FIELDS`,
+    ECE and Brier as fractions, NLL in nats; the clean temperature's figures only where every seed
+    has its refit) and of ``memorisation`` (keyed as :data:`resmooth.lab.noise.MEMORISATION`, in %).
     ``diverged``: the method's seeds whose loss became non-finite, which are in no figure.
     """
 
@@ -127,8 +131,10 @@ def _pair(runs: Mapping[int, dict[str, Any]], base: Mapping[int, dict[str, Any]]
 
 
 def _means(runs: Mapping[int, dict[str, Any]], seeds: tuple[int, ...], fields: Mapping[str, str]) -> dict[str, float]:
-    """The mean over ``seeds`` of each summary figure of ``fields`` (name -> summary key), by its name."""
-    return {name: statistics.fmean(runs[k][key] for k in seeds) for name, key in fields.items()}
+    """The mean over ``seeds`` of each summary figure of ``fields`` (name -> summary key), by its name;
+    a figure that not every seed records (the clean temperature before its refit) is left out."""
+    return {name: statistics.fmean(runs[k][key] for k in seeds) for name, key in fields.items()
+            if all(key in runs[k] for k in seeds)}
 
 
 def noise_table(folder: str | Path, level: float) -> list[Row]:
@@ -196,20 +202,22 @@ def stage_two_needed(folder: str | Path) -> bool:
     return any(ahead(row) for row in noise_table(folder, STAGE_ONE))
 
 
-def reliability_curve(folder: str | Path, setting: str | Row, scaled: bool = False) -> dict[str, list[Any]]:
+def reliability_curve(folder: str | Path, setting: str | Row, scaled: bool = False,
+                      clean: bool = False) -> dict[str, list[Any]]:
     """The reliability diagram of the seeds of ``setting`` pooled, for a figure: per confidence bin,
     ``count`` (the seeds' counts summed), ``confidence`` and ``accuracy`` (the seeds' means weighted by
     their counts, so the pooled bin is the bin of all the seeds' test images together), None for a bin
     empty in every seed; as :func:`resmooth.lab.calibration.reliability` gives one run's.
 
     ``setting`` is a setting's folder name (every seed it finished) or a :class:`Row` (its setting,
-    on the row's seeds). ``scaled``: the diagram after the temperature fitted on the validation split.
+    on the row's seeds). ``scaled``: the diagram after the temperature fitted on the validation split;
+    ``clean``: after the one refitted on its true labels instead (:mod:`resmooth.lab.recalibration`).
     """
     name, seeds = (setting.setting, set(setting.seeds)) if isinstance(setting, Row) else (setting, None)
     runs = [r for r in collect(folder).get(name, []) if seeds is None or r["config"]["seed"] in seeds]
     if not runs:
         raise FileNotFoundError(f"no finished runs of {name!r} under {folder}")
-    key = f"final_{RELIABILITY[1] if scaled else RELIABILITY[0]}"
+    key = f"final_{RELIABILITY[1]}_clean" if clean else f"final_{RELIABILITY[1] if scaled else RELIABILITY[0]}"
     diagrams = [run[key] for run in runs]
     bins = len(diagrams[0]["count"])
     if any(len(d["count"]) != bins for d in diagrams):

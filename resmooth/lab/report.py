@@ -25,7 +25,7 @@ from .data import INFO
 from .dense import dense_report
 from .paper import TABLES, cell_label, paper_cell, paper_difference, reading
 from .config import Config
-from .runfiles import DIVERGED, atomic_write, read_jsonl
+from .runfiles import CLEAN, DIVERGED, atomic_write, read_jsonl
 from .stats import Paired, Summary, paired_difference, summarize_values
 from .sweep import _fmt, load_sweep
 
@@ -41,12 +41,16 @@ def collect(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
 
     Each config is read back from its record (:meth:`Config.from_record`: the fields that the run did
     not read, or that its summary predates, at their defaults, and the learning rate it trained with),
-    so that runs of one setting compare alike whichever version of the trainer wrote them.
+    so that runs of one setting compare alike whichever version of the trainer wrote them. A noisy
+    run's clean temperature (:data:`~resmooth.lab.runfiles.CLEAN`, written after the run by
+    :mod:`resmooth.lab.recalibration`) is read in with its summary, under its own keys.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(Path(folder).glob("*/seed-*/summary.json")):
         summary = json.loads(path.read_text())
         summary["config"] = Config.from_record(summary["config"]).to_dict()
+        if (path.parent / CLEAN).exists():
+            summary.update(json.loads((path.parent / CLEAN).read_text()))
         groups.setdefault(path.parent.parent.name, []).append(summary)
     return groups
 

@@ -40,6 +40,9 @@ class NonFiniteLossError(FloatingPointError):
 CHECKPOINT = "checkpoint.pt"
 # The record of a run that diverged, in its folder in place of summary.json: the sweep's result for it.
 DIVERGED = "diverged.json"
+# A noisy run's temperature refitted on its validation split's true labels, after the run, beside
+# its summary (resmooth.lab.recalibration); collect() reads it in with the summary.
+CLEAN = "clean_temperature.json"
 
 
 def resolve_device(name: str) -> torch.device:
