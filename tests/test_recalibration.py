@@ -55,7 +55,7 @@ def test_the_clean_temperature_is_fitted_on_the_true_labels_of_the_final_network
 def test_a_folder_is_refitted_once_unless_asked_and_the_command_says_so(noisy_sweep, capsys):
     run = noisy_sweep / "label_noise=0.4,method=sgd" / "seed-0"
     assert main(["recalibrate", str(noisy_sweep)]) == 0
-    assert "1 runs refitted" in capsys.readouterr().out
+    assert "runs refitted: 1" in capsys.readouterr().out
     first = (run / CLEAN).read_text()
     assert json.loads(first) == json.loads(json.dumps(refit_clean(run)))
     (run / CLEAN).write_text("{}\n")

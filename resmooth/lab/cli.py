@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 from .recalibration import refit_folder
 
                 written = refit_folder(args.folder, args.data_root, overwrite=args.overwrite)
-                print(f"{len(written)} runs refitted")
+                print(f"runs refitted: {len(written)}")
             else:
                 from .report import report
 
